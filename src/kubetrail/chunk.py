@@ -1,0 +1,72 @@
+"""Raw chunks and their origin: what the agent and the receivers hand to the parsers.
+
+A chunk is bytes plus where they came from. For files the origin names the node, the path, the file
+identity (device, inode, fingerprint of the first bytes) and the byte offset of the chunk's first
+byte, so every line has a deterministic ``event.id`` = hash(node, identity) + offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kubetrail.schema import event_id_prefix
+
+__all__ = ["Chunk", "FileIdentity", "Origin"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    dev: int
+    inode: int
+    fingerprint: str  # hex digest of the file's first bytes; tells inode reuse apart
+
+    def key(self) -> str:
+        return f"{self.dev}:{self.inode}:{self.fingerprint}"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a chunk came from.
+
+    ``source`` picks the default parser: ``container`` (CRI / docker files under /var/log/pods),
+    ``audit`` (kube-apiserver audit log), ``journald`` (journalctl -o json), ``klog``, ``syslog``,
+    ``file`` (plain node log file). ``format`` overrides the choice. ``metadata`` carries Kubernetes
+    metadata the agent attached (labels, owner, image, ...), keyed by schema column name.
+    """
+
+    node: str
+    source: str
+    path: str | None = None
+    file: FileIdentity | None = None
+    offset: int = 0
+    format: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    receiver: str | None = None
+    batch_id: str | None = None
+
+    def stream_key(self) -> str:
+        """Identity of the byte stream this chunk continues (the parser's state key)."""
+        if self.file is not None:
+            return f"{self.node}|{self.file.key()}"
+        return f"{self.node}|{self.receiver}|{self.path or self.source}"
+
+    def id_prefix(self) -> str:
+        if self.file is not None:
+            return event_id_prefix(self.node, self.file.key())
+        return event_id_prefix(self.node, self.receiver or "", self.batch_id or "", self.path or "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Origin:
+        data = dict(data)
+        file = data.pop("file", None)
+        return cls(file=FileIdentity(**file) if file else None, **data)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    origin: Origin
+    data: bytes

@@ -1,0 +1,1 @@
+"""Built-in outputs: encode(batch) -> bytes plus an I/O write."""

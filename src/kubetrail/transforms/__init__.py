@@ -1,0 +1,1 @@
+"""Built-in transforms: pure RecordBatch -> RecordBatch steps."""
