@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kubetrail.schema import event_id_prefix
-
 __all__ = ["Chunk", "FileIdentity", "Origin"]
 
 
@@ -52,6 +50,9 @@ class Origin:
         return f"{self.node}|{self.receiver}|{self.path or self.source}"
 
     def id_prefix(self) -> str:
+        # Imported here so the node agent, which never computes ids, does not load pyarrow (RSS budget).
+        from kubetrail.schema import event_id_prefix
+
         if self.file is not None:
             return event_id_prefix(self.node, self.file.key())
         return event_id_prefix(self.node, self.receiver or "", self.batch_id or "", self.path or "")
