@@ -8,6 +8,8 @@
     ├── Backpressure               KT-BUSY     a queue is full; carries ``retry_after_secs``
     ├── StorageError               KT-STORE    the WAL or the store cannot read or write
     └── QueryError                 KT-QUERY    a query cannot be parsed or run (names the position)
+        ├── QueryTimeout           KT-QUERY-TIMEOUT    a query ran longer than its time limit
+        └── QueryCancelled         KT-QUERY-CANCELLED  a query was cancelled by its caller
 
 Parsers never raise for bad *lines*: those become flagged events. These exceptions are for callers.
 """
@@ -21,7 +23,9 @@ __all__ = [
     "LimitExceeded",
     "ParseError",
     "ProtocolError",
+    "QueryCancelled",
     "QueryError",
+    "QueryTimeout",
     "StorageError",
 ]
 
@@ -79,3 +83,11 @@ class QueryError(KubetrailError):
             pointer = f"\n  {query}\n  {' ' * position}^"
         KubetrailError.__init__(self, message + (f" at position {position}" if position is not None else ""))
         self.args = (str(self.args[0]) + pointer,)
+
+
+class QueryTimeout(QueryError):
+    code = "KT-QUERY-TIMEOUT"
+
+
+class QueryCancelled(QueryError):
+    code = "KT-QUERY-CANCELLED"
