@@ -79,6 +79,8 @@ FIELDS: tuple[Field, ...] = (
     Field("kubernetes.container.restart_count", pa.int32(), "Restart count from the log file name."),
     Field("kubernetes.node.name", _STR, "Node the pod runs on."),
     Field("kubernetes.labels", _STR, "Pod labels as a JSON object."),
+    Field("kubernetes.namespace_labels", _STR, "Labels of the pod's namespace as a JSON object."),
+    Field("kubernetes.node.labels", _STR, "Labels of the node as a JSON object."),
     Field("kubernetes.owner.kind", _STR, "Top owner kind (Deployment, DaemonSet, Job, ...)."),
     Field("kubernetes.owner.name", _STR, "Top owner name."),
     Field("kubernetes.serviceaccount.name", _STR, "Service account of the pod."),
@@ -135,6 +137,8 @@ JSON_COLUMNS: frozenset[str] = frozenset(
     {
         "attributes",
         "kubernetes.labels",
+        "kubernetes.namespace_labels",
+        "kubernetes.node.labels",
         "kubernetes.audit.annotations",
         "kubernetes.audit.requestObject",
         "kubernetes.audit.responseObject",
