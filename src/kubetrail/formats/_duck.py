@@ -1,0 +1,39 @@
+"""A DuckDB connection per thread, for the parsers' bulk JSON and list work over Arrow columns.
+
+DuckDB connections must not be shared between threads; an in-memory one is cheap, so each thread
+gets its own, with one worker thread (parsers run inside the server's own worker pool) and UTC.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import duckdb
+import pyarrow as pa
+
+__all__ = ["run"]
+
+_local = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(":memory:")
+        con.execute("SET threads = 1")
+        con.execute("SET TimeZone = 'UTC'")
+        _local.con = con
+    return con
+
+
+def run(sql: str, params: Mapping[str, object] | None = None, **tables: pa.Table) -> pa.Table:
+    """Run ``sql`` (named ``$params``) with the given Arrow tables visible under their keyword names."""
+    con = _connection()
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        return con.sql(sql, params=dict(params) if params else None).to_arrow_table()
+    finally:
+        for name in tables:
+            con.unregister(name)

@@ -1,0 +1,207 @@
+"""klog: the Kubernetes components' log format, plain and structured.
+
+``I0505 17:59:40.692994   28133 file.go:70] message`` — severity I/W/E/F, month and day (no year),
+time, thread id, source file:line. Structured klog (``InfoS``/``ErrorS``) writes the message quoted
+and then ``key="value" key2=3`` pairs: the message is unquoted and the pairs become the
+``attributes`` JSON object (numbers, booleans and JSON-looking values keep their type).
+
+The year is inferred (see ``_times.infer_year``). The header is one RE2 extraction over the Arrow
+column; the structured rest is decoded by DuckDB over the rows that have it.
+
+``parse_klog_messages(batch)`` applies the same to the ``message`` column of an already parsed
+batch: control-plane static pods write klog into CRI files, so the dispatcher upgrades those rows
+after CRI parsing (the CRI timestamp is then the reference for the year).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubetrail.chunk import Origin
+from kubetrail.formats import _duck
+from kubetrail.formats._flags import Flags
+from kubetrail.formats._lineparser import LineParser, Rows
+from kubetrail.formats._times import fraction_to_ns, infer_year, now_ns, ns_to_timestamp, to_ns
+from kubetrail.formats.base import register_parser
+from kubetrail.schema import TIMESTAMP
+
+__all__ = ["CONTROL_PLANE_COMPONENTS", "KlogParser", "klog_columns", "parse_klog_messages"]
+
+KLOG_HEADER = (
+    r"(?s)^(?P<sev>[IWEF])(?P<mo>\d\d)(?P<day>\d\d) "
+    r"(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
+    r"\s+(?P<pid>\d{1,18}) (?P<file>[^:\]\s]+):(?P<line>\d{1,9})\] ?(?P<rest>.*)$"
+)
+_LEVELS = pa.array(["info", "warning", "error", "critical"])
+_SEVERITIES = pa.array(["I", "W", "E", "F"])
+CONTROL_PLANE_COMPONENTS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "cloud-controller-manager",
+    "etcd",
+)
+
+# "quoted message" then key=value pairs; values: Go-quoted string, {...}, [...], or a bare token.
+_STRUCTURED_HEAD = r'^"((?:[^"\\]|\\.)*)"(.*)$'
+_PAIR = r'([^\s="]+)=("(?:[^"\\]|\\.)*"|\{(?:[^{}]|\{[^{}]*\})*\}|\[[^\]]*\]|[^\s"]*)'
+_NUMBER = r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"
+_STRUCTURED_SQL = """
+WITH p AS (
+  SELECT idx, regexp_extract(rest, $head, ['m', 'kv']) AS s FROM t
+), kv AS (
+  SELECT idx, s.m AS m,
+         regexp_extract_all(s.kv, $pair, 1) AS ks,
+         regexp_extract_all(s.kv, $pair, 2) AS vs
+  FROM p
+)
+SELECT idx,
+  CASE WHEN json_valid('"' || m || '"') THEN json_extract_string('"' || m || '"', '$') ELSE m END AS message,
+  CASE WHEN len(ks) = 0 THEN NULL ELSE
+    '{' || array_to_string(list_transform(range(1, len(ks) + 1), lambda i:
+      to_json(ks[i]) || ':' || CASE
+        WHEN left(vs[i], 1) = '"' AND json_valid(vs[i]) THEN vs[i]
+        WHEN left(vs[i], 1) IN ('{', '[') AND json_valid(vs[i]) THEN vs[i]
+        WHEN regexp_full_match(vs[i], $number) AND json_valid(vs[i]) THEN vs[i]
+        WHEN vs[i] IN ('true', 'false', 'null') THEN vs[i]
+        ELSE to_json(vs[i]) END), ',') || '}'
+  END AS attributes
+FROM kv
+"""
+
+
+def _dataset(origin: Origin) -> str:
+    where = f"{origin.path or ''} {origin.metadata.get('kubernetes.container.name', '')}"
+    return "controlplane" if any(c in where for c in CONTROL_PLANE_COMPONENTS) else "node"
+
+
+def klog_columns(text: pa.Array, reference_ns: np.ndarray) -> tuple[dict[str, pa.Array], pa.Array, pa.Array]:
+    """klog fields of every row of ``text``.
+
+    Returns (columns, matched mask, bad-timestamp mask). Columns hold nulls where a row is no klog
+    line; ``@timestamp`` is null where the date is impossible.
+    """
+    parts = pc.extract_regex(text, KLOG_HEADER)
+    matched = pc.is_valid(parts)
+
+    def part(name: str) -> pa.Array:
+        return pc.struct_field(parts, name)
+
+    def ints(name: str) -> np.ndarray:
+        return to_ns(pc.cast(part(name), pa.int64()))
+
+    frac = fraction_to_ns(part("frac"))
+    ts, valid = infer_year(ints("mo"), ints("day"), ints("h"), ints("mi"), ints("s"), frac, reference_ns)
+    matched_np = np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+    bad_ts = matched_np & ~valid
+    rest = part("rest")
+    columns: dict[str, pa.Array] = {
+        "message": rest,
+        "log.level": pc.take(_LEVELS, pc.index_in(part("sev"), value_set=_SEVERITIES)),
+        "@timestamp": ns_to_timestamp(ts, valid & matched_np),
+        "process.pid": pc.cast(part("pid"), pa.int64()),
+        "log.origin.file.name": part("file"),
+        "log.origin.file.line": pc.cast(part("line"), pa.int32()),
+    }
+    structured = pc.and_(matched, pc.starts_with(pc.fill_null(rest, ""), '"'))
+    if pc.any(structured).as_py():
+        idx = pc.indices_nonzero(structured)
+        table = pa.table({"idx": idx, "rest": rest.take(idx)})
+        out = _duck.run(
+            _STRUCTURED_SQL, {"head": _STRUCTURED_HEAD, "pair": _PAIR, "number": _NUMBER}, t=table
+        )
+        out = out.sort_by("idx")
+        mask = np.zeros(len(text), dtype=bool)
+        mask[np.asarray(idx)] = True
+        mask_arr = pa.array(mask)
+        columns["message"] = pc.replace_with_mask(rest, mask_arr, out["message"].combine_chunks())
+        columns["attributes"] = pc.replace_with_mask(
+            pa.nulls(len(text), pa.string()), mask_arr, out["attributes"].combine_chunks()
+        )
+    return columns, matched, pa.array(bad_ts)
+
+
+@register_parser("klog")
+class KlogParser(LineParser):
+    """klog files (kubelet.log, kube-apiserver.log, ... on nodes that log to files)."""
+
+    def dataset_for(self, origin: Origin) -> str:
+        return _dataset(origin)
+
+    def parse_text(self, text: pa.StringArray, origin: Origin, now_ns: int, flags: Flags) -> Rows:
+        n = len(text)
+        columns, matched, bad_ts = klog_columns(text, np.full(n, now_ns, dtype=np.int64))
+        unmatched = pc.invert(matched)
+        empty = pc.equal(pc.utf8_length(text), 0)
+        flags.add("empty_line", empty, "empty line")
+        flags.add(
+            "no_match", pc.and_(unmatched, pc.invert(empty)), "not a klog line; kept whole as the message"
+        )
+        flags.add("bad_timestamp", bad_ts, "impossible klog date/time; @timestamp is the receive time")
+        columns["message"] = pc.if_else(matched, columns["message"], text)
+        return Rows(columns, flags)
+
+
+def parse_klog_messages(batch: pa.RecordBatch, now: datetime | None = None) -> pa.RecordBatch:
+    """Upgrade rows whose ``message`` is a klog line: message, level, time, pid, source, attributes.
+
+    Rows that are no klog line are returned unchanged. The year of each klog time is the one
+    nearest the row's existing ``@timestamp`` (e.g. the CRI time), or ``now`` when it has none; an
+    impossible klog date keeps the existing ``@timestamp``. Structured pairs are merged into any
+    existing ``attributes`` object (the klog pairs win on a clash).
+    """
+    if batch.num_rows == 0 or "message" not in batch.schema.names:
+        return batch
+    message = batch.column("message")
+    fallback = now_ns(now)
+    existing_ts = batch.column("@timestamp") if "@timestamp" in batch.schema.names else None
+    if existing_ts is not None:
+        ref = to_ns(existing_ts.cast(TIMESTAMP).cast(pa.int64()))
+        ref = np.where(ref == -1, fallback, ref)
+    else:
+        ref = np.full(batch.num_rows, fallback, dtype=np.int64)
+    columns, matched, bad_ts = klog_columns(pc.fill_null(message, ""), ref)
+    if not pc.any(matched).as_py():
+        return batch
+    good_ts = pc.and_(matched, pc.invert(bad_ts))
+    updates = {
+        "message": (matched, columns["message"]),
+        "log.level": (matched, columns["log.level"]),
+        "@timestamp": (good_ts, columns["@timestamp"]),
+        "process.pid": (matched, columns["process.pid"]),
+        "log.origin.file.name": (matched, columns["log.origin.file.name"]),
+        "log.origin.file.line": (matched, columns["log.origin.file.line"]),
+    }
+    if "attributes" in columns:
+        updates["attributes"] = (
+            pc.is_valid(columns["attributes"]),
+            _merge_attributes(batch, columns["attributes"]),
+        )
+    for name, (mask, values) in updates.items():
+        if name not in batch.schema.names:
+            continue
+        i = batch.schema.get_field_index(name)
+        old = batch.column(i)
+        new = pc.if_else(mask, values.cast(old.type), old)
+        batch = batch.set_column(i, batch.schema.field(i), new)
+    return batch
+
+
+def _merge_attributes(batch: pa.RecordBatch, new: pa.Array) -> pa.Array:
+    if "attributes" not in batch.schema.names:
+        return new
+    old = batch.column("attributes")
+    both = pc.and_(pc.is_valid(old), pc.is_valid(new))
+    if not pc.any(both).as_py():
+        return pc.coalesce(new, old)
+    table = pa.table({"old": old, "new": new})
+    merged = _duck.run(
+        "SELECT CASE WHEN old IS NOT NULL AND new IS NOT NULL AND json_valid(old) "
+        "THEN json_merge_patch(old, new)::VARCHAR ELSE coalesce(new, old) END AS m FROM t",
+        t=table,
+    )
+    return merged["m"].combine_chunks()
