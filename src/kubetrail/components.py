@@ -147,6 +147,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.transforms.redact",
     "kubetrail.transforms.add_fields",
     "kubetrail.outputs.file",
+    "kubetrail.receivers.agent",
 )
 _loaded = False
 

@@ -1,0 +1,216 @@
+"""The server process: receivers, WAL, pipeline, store and the API listener on one asyncio loop.
+
+Start order: open the WAL (cutting a torn tail), open the store, replay the WAL into the pipeline,
+start the pipeline, start every receiver, start the API listener (``/healthz``, ``/readyz``,
+``/metrics``, the store's ``/api/v1/search``), then report ready. Shutdown (SIGTERM/SIGINT): not
+ready, refuse new data (503), stop the listeners (in-flight requests finish), drain the pipeline,
+flush the store, checkpoint and fsync the WAL, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from kubetrail.components import Output, Receiver, Transform
+from kubetrail.config import KubetrailConfig, Topology
+from kubetrail.errors import ConfigError
+from kubetrail.receivers._context import ReceiverContext
+from kubetrail.receivers._http import HttpListener, serve_http
+from kubetrail.server.auth import TokenStore
+from kubetrail.server.backpressure import ByteBudget, RateLimiter
+from kubetrail.server.metrics import ServerMetrics
+from kubetrail.server.pipeline import ChunkParser, Pipeline, StoreLike
+from kubetrail.server.settings import ServerConfig, parse_listen
+from kubetrail.server.wal import WriteAheadLog
+
+__all__ = ["KubetrailServer", "default_parser", "default_store", "run_server"]
+
+log = logging.getLogger(__name__)
+
+
+def default_parser(cfg: KubetrailConfig) -> ChunkParser:
+    """The formats' dispatching parser (picks CRI, docker, klog, audit, ... per chunk origin)."""
+    try:
+        parsing_cls = importlib.import_module("kubetrail.formats.dispatch").Parsing
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError([("formats", f"kubetrail.formats.dispatch is not available: {exc}")]) from None
+    parser: ChunkParser = parsing_cls()
+    return parser
+
+
+def default_store(cfg: KubetrailConfig) -> StoreLike:
+    """The embedded store under ``<data_dir>/store`` configured by the ``store`` section."""
+    try:
+        store_cls = importlib.import_module("kubetrail.store").Store
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError([("store", f"kubetrail.store.Store is not available: {exc}")]) from None
+    try:
+        section = cfg.section("store")
+    except KeyError:
+        section = None
+    store: StoreLike = store_cls(cfg.data_dir / "store", section)
+    return store
+
+
+class KubetrailServer:
+    def __init__(
+        self,
+        cfg: KubetrailConfig,
+        topology: Topology,
+        *,
+        store: StoreLike | None = None,
+        parser: ChunkParser | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.topology = topology
+        self.settings: ServerConfig = cfg.section("server")
+        self.metrics = ServerMetrics()
+        self._store = store
+        self._parser = parser
+        self.ready = False
+        self.store: StoreLike | None = None
+        self.pipeline: Pipeline | None = None
+        self.wal: WriteAheadLog | None = None
+        self.ctx: ReceiverContext | None = None
+        self.api: HttpListener | None = None
+        self.replayed = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop_event = asyncio.Event()
+
+    @property
+    def receivers(self) -> dict[str, Receiver[Any]]:
+        return {name: r for name, r in self.topology.receivers.items() if isinstance(r, Receiver)}
+
+    async def start(self) -> None:
+        s = self.settings
+        tokens = TokenStore.load(s.tokens_file) if s.tokens_file else None
+        wal_dir = s.wal.dir or Path(self.cfg.data_dir) / "wal"
+        self.wal = WriteAheadLog(wal_dir, s.wal.segment_bytes, fsync=s.wal.fsync)
+        await asyncio.to_thread(self.wal.open)
+        self.store = self._store if self._store is not None else default_store(self.cfg)
+        parser = self._parser if self._parser is not None else default_parser(self.cfg)
+        budget = ByteBudget(s.queue_max_bytes, s.retry_after_secs)
+        self.metrics.queue_capacity.set(s.queue_max_bytes)
+        self.pipeline = Pipeline(
+            self.wal,
+            parser,
+            self.store,
+            transforms=[t for t in self.topology.transforms.values() if isinstance(t, Transform)],
+            outputs=[o for o in self.topology.outputs.values() if isinstance(o, Output)],
+            budget=budget,
+            metrics=self.metrics,
+            cluster_name=self.cfg.cluster.name,
+            flush_interval_secs=s.store_flush_interval_secs,
+            max_batch_bytes=s.max_batch_bytes,
+        )
+        self.replayed = await self.pipeline.replay()
+        if self.replayed:
+            log.info("replayed %d WAL records", self.replayed)
+        self.pipeline.start()
+        rate = RateLimiter(s.rate_limit.requests_per_sec, s.rate_limit.burst) if s.rate_limit else None
+        self.ctx = ReceiverContext(self.pipeline, self.metrics, s.limits, tokens, rate, s.retry_after_secs)
+        for name, receiver in self.receivers.items():
+            task = asyncio.get_running_loop().create_task(receiver.run(self.ctx), name=f"receiver-{name}")
+            self._tasks.append(task)
+            started = getattr(receiver, "started", None)
+            if isinstance(started, asyncio.Event):
+                waiter = asyncio.ensure_future(started.wait())
+                await asyncio.wait({waiter, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if task.done():
+                    task.result()  # a bind error surfaces here, with the receiver's name in the task
+        host, port = parse_listen(s.listen)
+        self.api = HttpListener(self._api_app(), host, port, s.tls, s.limits)
+        api_started = asyncio.Event()
+        self._tasks.append(asyncio.get_running_loop().create_task(serve_http(self.api, api_started)))
+        await api_started.wait()
+        self.ready = True
+
+    def _api_app(self) -> Starlette:
+        async def healthz(request: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        async def readyz(request: Request) -> Response:
+            if not self.ready:
+                return JSONResponse({"status": "not ready"}, status_code=503)
+            return JSONResponse({"status": "ready", "replayed_wal_records": self.replayed})
+
+        async def metrics(request: Request) -> Response:
+            if self.wal is not None:
+                self.metrics.wal_fsyncs.set(self.wal.fsyncs)
+                self.metrics.wal_segments.set(self.wal.segment_count)
+            return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+        app = Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Route("/readyz", readyz),
+                Route("/metrics", metrics),
+            ]
+        )
+        try:
+            from fastapi import FastAPI
+
+            router = importlib.import_module("kubetrail.store.api").router
+            api = FastAPI(title="kubetrail")
+            api.state.kubetrail_store = self.store
+            api.include_router(router)
+            app.mount("/api", api)
+        except (ImportError, AttributeError):
+            log.info("kubetrail.store.api not available: the query API is not served")
+        app.state.kubetrail_store = self.store
+        return app
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop_event.wait()
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, let in-flight requests finish, drain, flush, fsync."""
+        self.ready = False
+        timeout = self.settings.shutdown_timeout_secs
+        for receiver in self.receivers.values():
+            await receiver.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks[:-1] or self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        if self.ctx is not None:
+            self.ctx.accepting = False
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.wal is not None:
+            await self.wal.close()
+        if self.api is not None:
+            self.api.stop()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=5)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+
+
+async def run_server(cfg: KubetrailConfig, topology: Topology) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    server = KubetrailServer(cfg, topology)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.start()
+    log.info("kubetrail server ready (api %s)", server.api.address if server.api else "-")
+    await server.wait_stopped()
+    log.info("shutting down")
+    await server.stop()
