@@ -1,0 +1,347 @@
+"""The set of tailed files: opening, identity, resume from checkpoints, rotation, fairness, GC.
+
+Discovery hands over the paths it matched (``sync``); the app calls ``poll`` whenever inotify or the
+poll timer says something may have changed. ``poll`` reads every open stream in turn (a few large reads
+each, so one fast file cannot starve the others) while the shipper's in-flight budget allows, and
+checks streams at EOF for rotation. Chunks go to ``emit`` with a :class:`Pending` the shipper marks done
+on acknowledgement; ``save_checkpoints`` persists acknowledged offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from kubetrail.agent.checkpoints import Checkpoint, CheckpointStore
+from kubetrail.agent.config import AgentConfig
+from kubetrail.agent.discovery import live_name
+from kubetrail.agent.identity import identify_fd
+from kubetrail.agent.metrics import Metrics
+from kubetrail.agent.ratelimit import RateLimiter
+from kubetrail.agent.tailer import FileTail, Pending, find_copy, open_file, tail_start_offset
+from kubetrail.chunk import Chunk, Origin
+
+__all__ = ["Emit", "Harvester", "MetadataLookup"]
+
+log = logging.getLogger("kubetrail.agent")
+
+# (chunk, pending, tail) -> None; the shipper owns the chunk until it is acknowledged.
+Emit = Callable[[Chunk, Pending, "FileTail | None"], None]
+# (path, source) -> (metadata, excluded, container key for rate limits); ``version`` bumps on changes.
+MetadataLookup = Callable[[str, str], tuple[dict[str, str], bool, str | None]]
+
+_READS_PER_TURN = 4
+
+
+class Harvester:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        store: CheckpointStore,
+        emit: Emit,
+        metrics: Metrics,
+        metadata: MetadataLookup | None = None,
+        metadata_version: Callable[[], int] = lambda: 0,
+        budget_open: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.cfg = cfg
+        self.node = cfg.node_name
+        self.store = store
+        self.emit = emit
+        self.metrics = metrics
+        self.metadata = metadata
+        self.metadata_version = metadata_version
+        self.budget_open = budget_open
+        self.checkpoints: dict[str, Checkpoint] = store.load()
+        self.first_start = store.fresh
+        self.tails: dict[tuple[int, int], FileTail] = {}
+        self.paths: dict[str, str] = {}  # discovered path -> source
+        self.finished: dict[tuple[int, int], int] = {}  # drained rotated files: (dev, ino) -> size
+        self.retired: list[FileTail] = []  # closed streams whose last chunks await acknowledgement
+        self._unsaved: dict[str, Checkpoint] = {}
+        self.warned: set[tuple[str, str]] = set()
+        self.ratelimit = RateLimiter(cfg.rate_limit.lines_per_sec, cfg.rate_limit.burst_lines)
+        self._started = time.time()
+        self._last_gc = 0.0
+
+    # ------------------------------------------------------------------ discovery
+    def sync(self, paths: dict[str, str]) -> None:
+        """Adopt the discovered paths: open new files, notice vanished ones."""
+        self.paths = paths
+        now = time.time()
+        for path, source in paths.items():
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                self._warn_once(path, "stat", exc)
+                continue
+            key = (st.st_dev, st.st_ino)
+            tail = self.tails.get(key)
+            if tail is not None:
+                if tail.path != path and not tail.closed:
+                    tail.path = path  # renamed while open (rotation): keep draining under the new name
+                cp = self.checkpoints.get(tail.key)
+                if cp is not None:
+                    cp.seen = now
+                continue
+            if self.finished.get(key) == st.st_size:
+                continue
+            self._open(path, source, now)
+
+    def _warn_once(self, path: str, what: str, exc: BaseException) -> None:
+        reason = type(exc).__name__
+        self.metrics.file_errors.labels(reason=reason).inc()
+        if (path, reason) not in self.warned:
+            self.warned.add((path, reason))
+            log.warning("cannot %s %s: %s", what, path, exc, extra={"path": path, "reason": reason})
+
+    def _open(self, path: str, source: str, now: float) -> None:
+        opened = open_file(path)
+        if isinstance(opened, OSError):
+            self._warn_once(path, "open", opened)
+            return
+        fd, st = opened
+        try:
+            ident = identify_fd(fd)
+        except OSError as exc:
+            os.close(fd)
+            self._warn_once(path, "read", exc)
+            return
+        if ident is None:
+            os.close(fd)  # no complete first line yet: nothing to ship, look again on the next poll
+            return
+        key = (st.st_dev, st.st_ino)
+        directory = os.path.dirname(path)
+        cp = self.checkpoints.get(ident.key())
+        identity = ident
+        if cp is not None:
+            offset = cp.offset
+            if offset > st.st_size:
+                log.warning("file shorter than its checkpoint, reading from 0", extra={"path": path})
+                offset = 0
+        else:
+            active = [t for t in self.tails.values() if not t.closed]
+            if any(
+                t.identity.fingerprint == ident.fingerprint and os.path.dirname(t.path) == directory
+                for t in active
+            ):
+                os.close(fd)  # a copytruncate copy of a live stream: held until the original truncates
+                return
+            active_keys = {t.key for t in active}
+            orphan = next(
+                (
+                    c
+                    for c in self.checkpoints.values()
+                    if c.fingerprint == ident.fingerprint
+                    and os.path.dirname(c.path) == directory
+                    and c.key not in active_keys
+                    and c.inode != st.st_ino
+                ),
+                None,
+            )
+            if orphan is not None:
+                # Copytruncate happened while we were down: the copy continues the checkpointed stream.
+                identity = replace(ident, dev=orphan.dev, inode=orphan.inode)
+                offset = min(orphan.offset, st.st_size)
+                log.info("continuing a copytruncated stream from its copy", extra={"path": path})
+            elif self.first_start and self.cfg.read_from == "tail" and os.stat(path).st_mtime < self._started:
+                offset = tail_start_offset(fd, st.st_size)
+            else:
+                offset = 0
+        tail = FileTail(
+            path=path,
+            fd=fd,
+            identity=identity,
+            source=source,
+            read_offset=offset,
+            acked_offset=offset,
+            dev=st.st_dev,
+            inode=st.st_ino,
+            size=st.st_size,
+        )
+        if cp is None:
+            tail.checkpoint_dirty = True
+        self.tails[key] = tail
+        self.metrics.files_open.set(len(self.tails))
+        log.debug("tailing", extra={"path": path, "offset": offset, "identity": identity.key()})
+
+    # ------------------------------------------------------------------ reading
+    def poll(self) -> int:
+        """One fair pass over all streams; returns bytes read (0 means everything is at EOF or paused)."""
+        total = 0
+        now = time.monotonic()
+        version = self.metadata_version()
+        for key, tail in list(self.tails.items()):
+            if tail.closed:
+                continue
+            got_eof = False
+            for _ in range(_READS_PER_TURN):
+                if not self.budget_open():
+                    return total
+                try:
+                    got = tail.read(self.cfg.read_bytes, self.cfg.max_line_bytes)
+                except OSError as exc:
+                    self._warn_once(tail.path, "read", exc)
+                    got = None
+                if got is None:
+                    got_eof = True
+                    break
+                offset, data, forced = got
+                total += len(data)
+                if forced:
+                    self.metrics.long_lines.inc()
+                self._ship(tail, offset, data, version)
+            if got_eof:
+                self._at_eof(key, tail, now)
+        return total
+
+    def _ship(self, tail: FileTail, offset: int, data: bytes, version: int) -> None:
+        self.metrics.bytes_read.labels(source=tail.source).inc(len(data))
+        if tail.meta_version != version and self.metadata is not None:
+            tail.metadata, tail.excluded, tail.container_key = self.metadata(tail.path, tail.source)
+            tail.meta_version = version
+        end = offset + len(data)
+        pending = tail.track(end, len(data))
+        if tail.excluded:
+            self.metrics.excluded_bytes.inc(len(data))
+            pending.done = True
+            tail.advance()
+            return
+        if tail.container_key is not None and self.ratelimit.enabled:
+            keep = self.ratelimit.admit(tail.container_key, data)
+            if keep < len(data):
+                dropped = data[keep:].count(b"\n")
+                self.metrics.rate_limited_lines.inc(dropped)
+                self.ratelimit.note_dropped(tail.container_key, dropped, tail.metadata, tail.path)
+                if keep == 0:
+                    pending.done = True
+                    tail.advance()
+                    return
+                data = data[:keep]
+        origin = Origin(
+            node=self.node,
+            source=tail.source,
+            path=live_name(tail.path),
+            file=tail.identity,
+            offset=offset,
+            metadata=tail.metadata,
+        )
+        self.emit(Chunk(origin, data), pending, tail)
+
+    def _at_eof(self, key: tuple[int, int], tail: FileTail, now: float) -> None:
+        with contextlib.suppress(OSError):
+            tail.size = os.fstat(tail.fd).st_size
+        if tail.rotated_at is None:
+            if tail.path_moved():
+                tail.rotated_at = now
+                self.metrics.rotations.labels(kind="rename").inc()
+            elif tail.truncated():
+                self._copytruncated(key, tail, now)
+                return
+        if (
+            tail.rotated_at is not None
+            and now - max(tail.rotated_at, tail.last_data_at) >= self.cfg.rotate_grace_secs
+        ):
+            tail.close()
+            self.finished[key] = tail.size
+            del self.tails[key]
+            self.retired.append(tail)
+            self.metrics.files_open.set(len(self.tails))
+
+    def _copytruncated(self, key: tuple[int, int], tail: FileTail, now: float) -> None:
+        self.metrics.rotations.labels(kind="copytruncate").inc()
+        found = find_copy(tail, lambda p: p in self.paths)
+        del self.tails[key]
+        if found is None:
+            lost = max(0, tail.size - tail.read_offset)
+            self.metrics.unrecovered_truncations.inc()
+            log.warning(
+                "file truncated and no rotated copy found: bytes after the last read may be lost",
+                extra={"path": tail.path, "offset": tail.read_offset, "bytes_at_risk": lost},
+            )
+            tail.close()
+            self.retired.append(tail)
+            return
+        path, fd, dev, inode = found
+        os.close(tail.fd)
+        tail.fd, tail.dev, tail.inode, tail.rotated_at = fd, dev, inode, now
+        tail.path = path
+        self.tails[(dev, inode)] = tail  # same stream identity, now read from the copy
+        self.finished.pop(key, None)
+        log.info("copytruncate: continuing the stream from its copy", extra={"path": path})
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoints(self, force: bool = False) -> None:
+        now = time.time()
+        rows: list[Checkpoint] = []
+        for tail in list(self.tails.values()) + self.retired:
+            if tail.checkpoint_dirty:
+                cp = tail.checkpoint(now)
+                rows.append(cp)
+                self.checkpoints[cp.key] = cp
+                tail.checkpoint_dirty = False
+        self.retired = [t for t in self.retired if t.pending or t.checkpoint_dirty]
+        delete: list[str] = []
+        if now - self._last_gc > 60 or force:
+            delete = self._gc(now)
+            self._last_gc = now
+        if self._unsaved:
+            fresh = {r.key for r in rows}
+            rows += [r for k, r in self._unsaved.items() if k not in fresh]
+            self._unsaved = {}
+        if (rows or delete) and not self.store.save(rows, delete):
+            self.metrics.checkpoint_errors.inc()
+            for row in rows:
+                self._unsaved[row.key] = row  # try again next time
+            log.error("cannot write checkpoints", extra={"error": self.store.last_error})
+        for key in delete:
+            self.checkpoints.pop(key, None)
+        self.metrics.checkpoint_age.set(now - self.store.last_save)
+
+    def note_closed(self, tail: FileTail) -> None:
+        """An acknowledgement reached a stream already closed: make sure its checkpoint is saved."""
+        if tail not in self.retired:
+            self.retired.append(tail)
+
+    def _gc(self, now: float) -> list[str]:
+        """Checkpoints of files gone from disk for ``checkpoint_gc_secs``."""
+        live = {(t.dev, t.inode) for t in self.tails.values()} | set(self.finished)
+        on_disk: set[tuple[int, int]] = set()
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            on_disk.add((st.st_dev, st.st_ino))
+        for key in list(self.finished):
+            if key not in on_disk:
+                del self.finished[key]
+        delete = []
+        active = {t.key for t in self.tails.values()}
+        for cp in self.checkpoints.values():
+            if cp.key in active:
+                continue
+            if (cp.dev, cp.inode) in on_disk or (cp.dev, cp.inode) in live:
+                cp.seen = now
+            elif now - cp.seen >= self.cfg.checkpoint_gc_secs:
+                delete.append(cp.key)
+        return delete
+
+    # ------------------------------------------------------------------ observability
+    def lag(self) -> dict[str, int]:
+        out = {}
+        for tail in self.tails.values():
+            out[tail.path] = max(0, tail.size - tail.acked_offset)
+        return out
+
+    def bytes_at_risk(self) -> int:
+        """Unshipped bytes in files already rotated away (the next rotation may compress or delete them)."""
+        return sum(max(0, t.size - t.acked_offset) for t in self.tails.values() if t.rotated_at is not None)
+
+    def close(self) -> None:
+        for tail in self.tails.values():
+            tail.close()
