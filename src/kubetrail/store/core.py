@@ -1,0 +1,443 @@
+"""``Store``: the embedded store the server pipeline appends to and hunters search.
+
+    store = Store(path, StoreConfig())
+    store.append(batch)                  # full-schema batches; duplicates by event.id are dropped
+    store.search("namespace:prod AND 10.1.2.3", since="24h")   # segments + tail, pruned, limited
+    store.sql('SELECT count(*) FROM logs')                       # read-only SQL over the same view
+    store.flush(); store.close()
+
+Appended rows are searchable at once (the tail); ``maybe_flush()`` (called by ``append`` and by
+the server's timer) turns the tail into one segment per hour when it is large or old enough.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kubetrail.errors import QueryError, StorageError
+from kubetrail.schema import SCHEMA
+from kubetrail.store.catalog import Catalog, SegmentInfo
+from kubetrail.store.config import StoreConfig
+from kubetrail.store.dedup import SeenSets, first_occurrences, ids_hashes
+from kubetrail.store.engine import QueryRun, ScanSet, prune_segments, sql_literal
+from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, write_segment
+from kubetrail.store.tail import Tail
+from kubetrail.store.tokens import BloomFilter, needle_hashes
+
+__all__ = ["CompiledLike", "SearchResult", "Store", "to_ns"]
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_NS = {
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+    "w": 604800 * 10**9,
+}
+
+
+def to_ns(value: datetime | int | float | str | None, now_ns: int | None = None) -> int | None:
+    """A time bound as ns since the epoch: datetime, ns int, ``24h``/``15m`` ago, or ISO 8601."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise QueryError(f"time {value.isoformat()} has no timezone")
+        return round(value.timestamp() * 1_000_000) * 1000
+    if isinstance(value, int | float):
+        return int(value)
+    match = _RELATIVE.match(value)
+    if match:
+        now = time.time_ns() if now_ns is None else now_ns
+        return now - int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+    if value.strip().lower() == "now":
+        return time.time_ns() if now_ns is None else now_ns
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"cannot read time {value!r} (use 24h, 15m, 7d or ISO 8601)") from None
+    if parsed.tzinfo is None:
+        from datetime import UTC
+
+        parsed = parsed.replace(tzinfo=UTC)
+    return to_ns(parsed)
+
+
+class CompiledLike(Protocol):
+    """What the engine needs from ``kubetrail.query.CompiledQuery``."""
+
+    sql: str
+    needles: Sequence[tuple[str, str]]
+
+
+class SearchResult:
+    """Rows of a search plus what it cost."""
+
+    def __init__(self, table: pa.Table, scanned: int, total: int, elapsed: float) -> None:
+        self.table = table
+        self.segments_scanned = scanned
+        self.segments_total = total
+        self.elapsed_secs = elapsed
+
+    @property
+    def truncated(self) -> bool:
+        meta = self.table.schema.metadata or {}
+        return meta.get(b"kubetrail.truncated") == b"1"
+
+
+class Store:
+    """Segments + catalog + tail under one root directory."""
+
+    def __init__(self, path: str | Path, config: StoreConfig | None = None) -> None:
+        self.config = config or StoreConfig()
+        self.root = Path(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(self.root / "catalog.db")
+        self.tail = Tail()
+        self._append_lock = threading.Lock()  # appends and flushes are serialized
+        self._view_lock = threading.Lock()  # catalog+tail snapshots are consistent
+        self._blooms: dict[str, BloomFilter | None] = {}
+        self._seen = SeenSets(self.config.dedup_cache_hours, self._load_hour_hashes)
+        self._archive: Any = None
+        self.closed = False
+        self.duplicates_dropped = 0
+
+    # -- writing ----------------------------------------------------------------------------
+    def append(self, batch: pa.RecordBatch | pa.Table) -> int:
+        """Store the rows whose ``event.id`` is new; returns how many were stored."""
+        if self.closed:
+            raise StorageError("store is closed", path=str(self.root))
+        if isinstance(batch, pa.Table):
+            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
+            if batch is None:
+                return 0
+        if batch.num_rows == 0:
+            return 0
+        if batch.schema != SCHEMA:
+            try:
+                batch = batch.select(SCHEMA.names).cast(SCHEMA)
+            except (KeyError, pa.ArrowInvalid, ValueError) as exc:
+                raise StorageError(f"batch does not match the event schema: {exc}") from None
+        with self._append_lock:
+            batch = self._fill_timestamps(batch)
+            batch = self._dedup(batch)
+            if batch.num_rows:
+                self.tail.append(batch)
+            stored: int = batch.num_rows
+        self.maybe_flush()
+        return stored
+
+    def _fill_timestamps(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        ts = batch.column("@timestamp")
+        if ts.null_count == 0:
+            return batch
+        now = pa.scalar(time.time_ns(), pa.int64()).cast(SCHEMA.field("@timestamp").type)
+        filled = pc.coalesce(ts, batch.column("event.ingested"), now)
+        return batch.set_column(SCHEMA.get_field_index("@timestamp"), "@timestamp", filled)
+
+    def _dedup(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        ids = batch.column("event.id")
+        hashes = ids_hashes(ids)
+        keep = first_occurrences(ids, hashes)
+        valid = ids.is_valid().to_numpy(zero_copy_only=False)
+        hours = hour_of(batch.column("@timestamp"))
+        for hour in np.unique(hours):
+            rows = np.flatnonzero((hours == hour) & valid & keep)
+            if len(rows) == 0:
+                continue
+            candidates = rows[self._seen.maybe_seen(int(hour), hashes[rows])]
+            if len(candidates):
+                dup_ids = self._confirm_stored(int(hour), ids.take(pa.array(candidates)))
+                if dup_ids:
+                    is_dup = pc.is_in(ids.take(pa.array(candidates)), value_set=pa.array(sorted(dup_ids)))
+                    keep[candidates[is_dup.to_numpy(zero_copy_only=False)]] = False
+            self._seen.add(int(hour), hashes[rows[keep[rows]]])
+        dropped = int((~keep).sum())
+        if dropped:
+            self.duplicates_dropped += dropped
+            return batch.filter(pa.array(keep))
+        return batch
+
+    def _hour_files(self, hour: int) -> list[str]:
+        return [str(self.root / s.path) for s in self.catalog.segments(partition=partition_name(hour))]
+
+    def _load_hour_hashes(self, hour: int) -> np.ndarray:
+        parts = [ids_hashes(pq.read_table(f, columns=["event.id"]).column(0)) for f in self._hour_files(hour)]
+        tail, _ = self.tail.snapshot()
+        if tail.num_rows:
+            in_hour = pc.equal(pc.divide(pc.cast(tail.column("@timestamp"), pa.int64()), HOUR_NS), hour)
+            parts.append(ids_hashes(tail.column("event.id").filter(in_hour)))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+    def _confirm_stored(self, hour: int, candidates: pa.Array) -> set[str]:
+        """Which candidate ids are really stored (tail or the hour's segments)."""
+        found: set[str] = set()
+        tail, _ = self.tail.snapshot()
+        if tail.num_rows:
+            tail_ids = tail.column("event.id")
+            found |= set(tail_ids.filter(pc.is_in(tail_ids, value_set=candidates)).to_pylist())
+        for f in self._hour_files(hour):
+            seg_ids = pq.read_table(f, columns=["event.id"]).column(0)
+            found |= set(seg_ids.filter(pc.is_in(seg_ids, value_set=candidates)).to_pylist())
+        return found
+
+    def maybe_flush(self) -> list[SegmentInfo]:
+        """Flush when the tail is large or old enough (cheap to call often)."""
+        cfg = self.config
+        if self.tail.rows >= cfg.flush_max_rows or (
+            self.tail.rows and self.tail.age_secs() >= cfg.flush_max_age_secs
+        ):
+            return self.flush()
+        return []
+
+    def flush(self) -> list[SegmentInfo]:
+        """Write the tail as one segment per hour and register them atomically with the catalog."""
+        with self._append_lock:
+            table, marker = self.tail.snapshot()
+            if table.num_rows == 0:
+                return []
+            hours = hour_of(table.column("@timestamp"))
+            written = []
+            for hour in np.unique(hours):
+                part = table.filter(pa.array(hours == hour))
+                written.append(self._write(part, int(hour)))
+            with self._view_lock:
+                with self.catalog.transaction() as db:
+                    for info, bloom in written:
+                        self.catalog.insert_segment(db, info, bloom)
+                self.tail.drop_through(marker)
+            return [info for info, _ in written]
+
+    def _write(self, table: pa.Table, hour: int) -> tuple[SegmentInfo, BloomFilter]:
+        cfg = self.config
+        try:
+            info, bloom = write_segment(
+                table,
+                self.root,
+                hour,
+                cfg.sort_by,
+                cfg.zstd_level,
+                cfg.row_group_rows,
+                cfg.bloom_bits_per_key,
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot write segment: {exc}", path=str(self.root)) from None
+        self._blooms[info.id] = bloom
+        return info, bloom
+
+    # -- reading ----------------------------------------------------------------------------
+    def bloom(self, segment_id: str) -> BloomFilter | None:
+        if segment_id not in self._blooms:
+            self._blooms[segment_id] = self.catalog.bloom(segment_id)
+        return self._blooms[segment_id]
+
+    def scan_set(
+        self,
+        since: Any = None,
+        until: Any = None,
+        needles: Sequence[tuple[str, str]] = (),
+        include_archive: bool = False,
+        substring_needles: bool = False,
+        prune: bool = True,
+    ) -> ScanSet:
+        """The files and tail rows a query over [since, until) has to read."""
+        since_ns, until_ns = to_ns(since), to_ns(until)
+        tiers = ("hot", "archive") if include_archive else ("hot",)
+        with self._view_lock:
+            segments = self.catalog.segments(since_ns, until_ns, tiers)
+            tail, _ = self.tail.snapshot()
+        total = len(segments)
+        if prune:
+            segments = prune_segments(segments, needle_hashes(needles, substring_needles), self.bloom)
+        files = []
+        for seg in segments:
+            if seg.tier == "archive":
+                files.append(str(self.archive.local_copy(seg)))
+            else:
+                files.append(str(self.root / seg.path))
+        return ScanSet(files, tail, since_ns, until_ns, total)
+
+    def open_query(self, scan: ScanSet) -> QueryRun:
+        return QueryRun(scan, self.config.limits)
+
+    def compile(self, query: str | CompiledLike | None, where: str | None = None) -> tuple[str, list[Any]]:
+        """(SQL over ``logs``, needles) for a query text, a compiled query or a raw WHERE clause."""
+        if query is None or (isinstance(query, str) and query.strip() in ("", "*")):
+            cond = f" WHERE {where}" if where else ""
+            return f'SELECT * FROM logs{cond} ORDER BY "@timestamp" DESC', []
+        compiled: CompiledLike
+        if isinstance(query, str):
+            compile_query = _query_api("compile_query")
+            if compile_query is None:
+                raise QueryError("the query language is not installed; use where= or sql()")
+            compiled = compile_query(query)
+        else:
+            compiled = query
+        return str(compiled.sql), list(compiled.needles)
+
+    def search(
+        self,
+        query: str | CompiledLike | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+        include_archive: bool = False,
+        where: str | None = None,
+        needles: Sequence[tuple[str, str]] = (),
+        prune: bool = True,
+    ) -> SearchResult:
+        """Run a search over segments + tail; raises ``QueryError`` (and its timeout subclasses)."""
+        started = time.monotonic()
+        sql, compiled_needles = self.compile(query, where)
+        since, until = self._time_range(query, since, until)
+        scan = self.scan_set(since, until, [*compiled_needles, *needles], include_archive, prune=prune)
+        run = self.open_query(scan)
+        try:
+            table = run.table(sql, max_rows=limit, timeout_secs=timeout)
+        finally:
+            run.close()
+        return SearchResult(table, len(scan.files), scan.segments_total, time.monotonic() - started)
+
+    def search_batches(
+        self,
+        query: str | CompiledLike | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+        include_archive: bool = False,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a search's rows batch by batch (the HTTP API's NDJSON)."""
+        sql, compiled_needles = self.compile(query)
+        since, until = self._time_range(query, since, until)
+        run = self.open_query(self.scan_set(since, until, compiled_needles, include_archive))
+        try:
+            yield from run.batches(sql, max_rows=limit, timeout_secs=timeout)
+        finally:
+            run.close()
+
+    @staticmethod
+    def _time_range(query: Any, since: Any, until: Any) -> tuple[int | None, int | None]:
+        """Intersect the caller's range with the one the query itself states."""
+        lo, hi = to_ns(since), to_ns(until)
+        q_range = getattr(query, "time_range", None)
+        if q_range:
+            q_lo, q_hi = (to_ns(v) for v in q_range)
+            if q_lo is not None:
+                lo = q_lo if lo is None else max(lo, q_lo)
+            if q_hi is not None:
+                hi = q_hi if hi is None else min(hi, q_hi)
+        return lo, hi
+
+    def sql(
+        self,
+        text: str,
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+        include_archive: bool = False,
+    ) -> pa.Table:
+        """Read-only SQL over the ``logs`` view (validated first: one SELECT, nothing else)."""
+        validate_read_only(text)
+        run = self.open_query(self.scan_set(since, until, include_archive=include_archive))
+        try:
+            return run.table(text, max_rows=limit, timeout_secs=timeout)
+        finally:
+            run.close()
+
+    # -- archive and lifecycle ----------------------------------------------------------------
+    @property
+    def archive(self) -> Any:
+        if self._archive is None:
+            from kubetrail.store.archive import Archive
+
+            self._archive = Archive(self)
+        return self._archive
+
+    def forget_segment_cache(self, segment_ids: Sequence[str], hours: Sequence[int] = ()) -> None:
+        for sid in segment_ids:
+            self._blooms.pop(sid, None)
+        for hour in hours:
+            self._seen.invalidate(hour)
+
+    def stats(self) -> dict[str, int]:
+        out = self.catalog.totals()
+        out["tail_rows"] = self.tail.rows
+        out["duplicates_dropped"] = self.duplicates_dropped
+        return out
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.root / "segments").rglob("*.parquet"))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self.catalog.close()
+
+    def destroy(self) -> None:
+        """Close and delete everything under the root (tests, benchmarks)."""
+        self.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_FORBIDDEN = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|ATTACH|DETACH|COPY|EXPORT|IMPORT|INSTALL|LOAD|PRAGMA|SET|"
+    r"CALL|CHECKPOINT|VACUUM|GRANT|REVOKE|TRUNCATE|USE|RESET)\b|read_|write_|glob\s*\(|getenv|"
+    r"\bsql_auto_complete\b|duckdb_secrets|\bquery_table\b|\bquery\s*\(",
+    re.IGNORECASE,
+)
+
+
+def _query_api(name: str) -> Any:
+    """A function of ``kubetrail.query`` (written in parallel), or None while it is absent."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module("kubetrail.query"), name, None)
+    except ImportError:
+        return None
+
+
+def validate_read_only(text: str) -> None:
+    """One SELECT/WITH statement over ``logs``; no file, network, settings or DDL access."""
+    validate_sql = _query_api("validate_sql")
+    if validate_sql is not None:
+        validate_sql(text)
+    stripped = re.sub(r"'(?:[^']|'')*'", "''", text)  # string literals cannot hide keywords
+    body = stripped.strip().rstrip(";")
+    if ";" in body:
+        raise QueryError("only one statement is allowed", query=text, position=stripped.index(";"))
+    if not re.match(r"^\s*(SELECT|WITH|FROM)\b", body, re.IGNORECASE):
+        raise QueryError("only SELECT queries are allowed", query=text, position=0)
+    bad = _FORBIDDEN.search(body)
+    if bad:
+        raise QueryError(
+            f"{bad.group(0).strip()!r} is not allowed in read-only SQL", query=text, position=bad.start()
+        )
+
+
+def literal(value: str) -> str:
+    return sql_literal(value)

@@ -1,0 +1,170 @@
+"""The query engine: DuckDB over the selected segments plus the in-memory tail, under limits.
+
+A query sees one relation, ``logs`` = ``read_parquet([selected files], union_by_name=true)``
+``UNION ALL BY NAME`` the tail (an Arrow table registered zero-copy), both cut to the time range.
+Segments are selected from the catalog by time range and then by the token index (a needle the
+query requires that a segment's Bloom filter does not contain rules the segment out). Limits: a
+timer interrupts the connection after ``timeout_secs`` (``QueryTimeout``), ``cancel()`` interrupts
+it from another thread (``QueryCancelled``), ``memory_limit`` is DuckDB's, ``max_rows`` truncates.
+The connection is sandboxed: external access is off except for the selected files, and the
+configuration is locked, so user SQL cannot read other files or change the limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from kubetrail.errors import QueryCancelled, QueryError, QueryTimeout
+from kubetrail.store.catalog import SegmentInfo
+from kubetrail.store.config import QueryLimits
+from kubetrail.store.tokens import BloomFilter
+
+__all__ = ["QueryRun", "ScanSet", "prune_segments", "sql_literal"]
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ts(ns: int) -> str:
+    return f"make_timestamp_ns({int(ns)})::TIMESTAMPTZ_NS"
+
+
+def prune_segments(
+    segments: Sequence[SegmentInfo],
+    needle_hashes: np.ndarray,
+    bloom_of: Callable[[str], BloomFilter | None],
+) -> list[SegmentInfo]:
+    """Segments whose token filter may contain every needle (no filter = keep)."""
+    if len(needle_hashes) == 0:
+        return list(segments)
+    kept = []
+    for seg in segments:
+        bloom = bloom_of(seg.id)
+        if bloom is None or bloom.contains_all(needle_hashes):
+            kept.append(seg)
+    return kept
+
+
+@dataclass
+class ScanSet:
+    """What one query reads: segment files, a tail snapshot and the time range [since, until)."""
+
+    files: list[str]
+    tail: pa.Table
+    since_ns: int | None = None
+    until_ns: int | None = None
+    segments_total: int = 0
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def time_filter(self) -> str:
+        conds = []
+        if self.since_ns is not None:
+            conds.append(f'"@timestamp" >= {_ts(self.since_ns)}')
+        if self.until_ns is not None:
+            conds.append(f'"@timestamp" < {_ts(self.until_ns)}')
+        return (" WHERE " + " AND ".join(conds)) if conds else ""
+
+
+class QueryRun:
+    """One DuckDB connection prepared with the ``logs`` view; run once, cancel from anywhere."""
+
+    def __init__(self, scan: ScanSet, limits: QueryLimits, relation: str = "logs") -> None:
+        self.scan = scan
+        self.limits = limits
+        self.con = duckdb.connect(config={"memory_limit": limits.memory_limit})
+        if limits.threads:
+            self.con.execute(f"SET threads = {int(limits.threads)}")
+        self.con.register("__tail", scan.tail)
+        where = scan.time_filter()
+        parts = []
+        if scan.files:
+            files = ", ".join(sql_literal(f) for f in scan.files)
+            parts.append(f"SELECT * FROM read_parquet([{files}], union_by_name = true){where}")
+        parts.append(f"SELECT * FROM __tail{where}")
+        self.con.execute(f'CREATE TEMP VIEW "{relation}" AS ' + " UNION ALL BY NAME ".join(parts))
+        # Sandbox: the query may read the selected segments and nothing else on disk or the network.
+        if scan.files:
+            self.con.execute(f"SET allowed_paths = [{', '.join(sql_literal(f) for f in scan.files)}]")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+        self._timed_out = False
+        self._cancelled = False
+        self._timer: threading.Timer | None = None
+        self.started = 0.0
+
+    def cancel(self) -> None:
+        """Stop the running query; the runner raises ``QueryCancelled``."""
+        self._cancelled = True
+        self.con.interrupt()
+
+    def progress(self) -> float:
+        """Percent done of the running query (-1 when unknown)."""
+        try:
+            return float(self.con.query_progress())
+        except duckdb.Error:
+            return -1.0
+
+    def _on_timeout(self) -> None:
+        self._timed_out = True
+        self.con.interrupt()
+
+    def _start_timer(self, timeout_secs: float | None) -> None:
+        self.started = time.monotonic()
+        self._timer = threading.Timer(timeout_secs or self.limits.timeout_secs, self._on_timeout)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _translate(self, exc: duckdb.Error, sql: str) -> QueryError:
+        if isinstance(exc, duckdb.InterruptException) or self._timed_out or self._cancelled:
+            if self._timed_out:
+                secs = time.monotonic() - self.started
+                return QueryTimeout(f"query timed out after {secs:.1f}s (limit {self.limits.timeout_secs}s)")
+            return QueryCancelled("query cancelled")
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryError(f"query exceeded the memory limit {self.limits.memory_limit}: {exc}")
+        return QueryError(f"query failed: {exc}", query=sql)
+
+    def table(self, sql: str, max_rows: int | None = None, timeout_secs: float | None = None) -> pa.Table:
+        """Run ``sql`` and return at most ``max_rows`` rows; ``.schema.metadata`` says truncated."""
+        cap = min(max_rows or self.limits.max_rows, self.limits.max_rows)
+        self._start_timer(timeout_secs)
+        try:
+            result = self.con.sql(f"SELECT * FROM ({sql}) AS __q LIMIT {cap + 1}").to_arrow_table()
+        except duckdb.Error as exc:
+            raise self._translate(exc, sql) from None
+        finally:
+            self._stop_timer()
+        truncated = result.num_rows > cap
+        if truncated:
+            result = result.slice(0, cap)
+        return result.replace_schema_metadata({b"kubetrail.truncated": b"1" if truncated else b"0"})
+
+    def batches(
+        self, sql: str, max_rows: int | None = None, timeout_secs: float | None = None, batch_rows: int = 8192
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the result (for NDJSON responses); the time limit covers the whole iteration."""
+        cap = min(max_rows or self.limits.max_rows, self.limits.max_rows)
+        self._start_timer(timeout_secs)
+        try:
+            reader = self.con.sql(f"SELECT * FROM ({sql}) AS __q LIMIT {cap}").to_arrow_reader(batch_rows)
+            yield from reader
+        except duckdb.Error as exc:
+            raise self._translate(exc, sql) from None
+        finally:
+            self._stop_timer()
+
+    def close(self) -> None:
+        self._stop_timer()
+        self.con.close()
