@@ -67,7 +67,8 @@ class Receiver:
 
 
 class AgentProcess:
-    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.config_path = tmp / "kubetrail.yaml"
         self.config_path.write_text(yaml.safe_dump({"agent": config}))
         self.log = tmp / "agent.log"
@@ -82,6 +83,7 @@ class AgentProcess:
                 stdout=log,
                 stderr=log,
                 cwd=REPO,
+                env=self.env,
             )
 
     def kill9(self) -> None:

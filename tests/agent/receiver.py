@@ -22,7 +22,7 @@ import msgpack
 
 def build_app(out: Path | None, control: Path | None) -> Any:
     from starlette.applications import Starlette
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
@@ -43,7 +43,10 @@ def build_app(out: Path | None, control: Path | None) -> Any:
                     status_code=int(ctl.get("busy_status", 429)),
                     headers={"Retry-After": str(ctl.get("retry_after", 0))},
                 )
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the agent was kill -9'ed mid-request
+            return JSONResponse({}, status_code=499)
         try:
             req = decode_request(body, request.headers.get("content-encoding", "identity"))
         except ProtocolError as exc:

@@ -22,7 +22,7 @@ from kubetrail.agent.discovery import live_name
 from kubetrail.agent.identity import identify_fd
 from kubetrail.agent.metrics import Metrics
 from kubetrail.agent.ratelimit import RateLimiter
-from kubetrail.agent.tailer import FileTail, Pending, find_copy, open_file, tail_start_offset
+from kubetrail.agent.tailer import FileTail, Pending, Truncated, find_copy, open_file, tail_start_offset
 from kubetrail.chunk import Chunk, Origin
 
 __all__ = ["Emit", "Harvester", "MetadataLookup"]
@@ -162,6 +162,7 @@ class Harvester:
             dev=st.st_dev,
             inode=st.st_ino,
             size=st.st_size,
+            rotated_at=time.monotonic() if live_name(path) != path else None,
         )
         if cp is None:
             tail.checkpoint_dirty = True
@@ -189,6 +190,9 @@ class Harvester:
                     got = None
                 if got is None:
                     got_eof = True
+                    break
+                if isinstance(got, Truncated):
+                    self._copytruncated(key, tail, now)
                     break
                 offset, data, forced = got
                 total += len(data)

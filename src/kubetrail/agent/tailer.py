@@ -32,7 +32,15 @@ from kubetrail.agent.checkpoints import Checkpoint
 from kubetrail.agent.identity import FINGERPRINT_BYTES, fingerprint, identify_fd
 from kubetrail.chunk import FileIdentity
 
-__all__ = ["FileTail", "Pending", "cut_complete_lines", "is_compressed", "tail_start_offset"]
+__all__ = [
+    "TRUNCATED",
+    "FileTail",
+    "Pending",
+    "Truncated",
+    "cut_complete_lines",
+    "is_compressed",
+    "tail_start_offset",
+]
 
 log = logging.getLogger("kubetrail.agent.tailer")
 
@@ -67,6 +75,13 @@ def tail_start_offset(fd: int, size: int) -> int:
             return start + nl + 1
         pos = start
     return 0
+
+
+class Truncated:
+    """Marker: the file was truncated and rewritten since the last read."""
+
+
+TRUNCATED = Truncated()
 
 
 @dataclass(slots=True, eq=False)
@@ -111,11 +126,17 @@ class FileTail:
             ident.key(), ident.dev, ident.inode, ident.fingerprint, self.path, self.acked_offset, now, now
         )
 
-    def read(self, max_bytes: int, max_line_bytes: int) -> tuple[int, bytes, bool] | None:
-        """Next run of whole lines: (offset, data, forced); None at EOF or with only a partial line."""
+    def read(self, max_bytes: int, max_line_bytes: int) -> tuple[int, bytes, bool] | Truncated | None:
+        """Next run of whole lines: (offset, data, forced); None at EOF or with only a partial line.
+
+        Returns ``TRUNCATED`` when the file's first line changed under us (copytruncate and rewrite):
+        the bytes just read may belong to the new content and are dropped, never shipped as the old.
+        """
         data = os.pread(self.fd, max_bytes, self.read_offset)
         if not data:
             return None
+        if fingerprint(os.pread(self.fd, FINGERPRINT_BYTES, 0)) != self.identity.fingerprint:
+            return TRUNCATED
         forced = False
         cut = data.rfind(b"\n") + 1
         if cut == 0:
