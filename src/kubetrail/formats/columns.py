@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubetrail.chunk import Origin
-from kubetrail.formats.kernels import broadcast
+from kubetrail.formats.kernels import broadcast, from_np
 from kubetrail.formats.paths import dataset_for, parse_pod_path
 from kubetrail.schema import SCHEMA, TIMESTAMP, conform
 
@@ -25,7 +25,7 @@ _SCHEMA_NAMES = frozenset(SCHEMA.names)
 
 
 def event_ids(origin: Origin, offsets: npt.NDArray[np.int64]) -> pa.Array:
-    return pc.binary_join_element_wise(origin.id_prefix() + "-", pa.array(offsets).cast(pa.string()), "")
+    return pc.binary_join_element_wise(origin.id_prefix() + "-", from_np(offsets).cast(pa.string()), "")
 
 
 def finish_batch(
@@ -48,7 +48,7 @@ def finish_batch(
             if coordinate is not None:
                 out[key] = broadcast(str(coordinate), n).cast(SCHEMA.field(key).type)
     out["event.id"] = event_ids(origin, offsets)
-    out["log.offset"] = pa.array(offsets, pa.int64())
+    out["log.offset"] = from_np(offsets.astype(np.int64, copy=False))
     out["host.name"] = broadcast(origin.node, n)
     if origin.path is not None:
         out["log.file.path"] = broadcast(origin.path, n)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from kubetrail.chunk import Chunk, Origin
 from kubetrail.formats.base import Parser
 from kubetrail.formats.columns import finish_batch
-from kubetrail.formats.kernels import Flags, to_utf8
+from kubetrail.formats.kernels import Flags, from_np, to_np, to_utf8
 from kubetrail.formats.lines import LineBlock, LineCarry, split_lines
 from kubetrail.formats.partials import Pieces, Reassembler
 from kubetrail.formats.timeparse import now_ns
@@ -41,7 +41,7 @@ def fallback_batch(chunk: Chunk, module: str, now: datetime | None, reason: str)
     try:
         lines = split_lines(chunk.data)
         raw = lines.lines
-        offsets = lines.offsets.to_numpy().astype(np.int64) + chunk.origin.offset
+        offsets = to_np(lines.offsets).astype(np.int64) + chunk.origin.offset
         if lines.tail:
             raw = pa.concat_arrays([raw, pa.array([lines.tail], pa.binary())])
             offsets = np.append(offsets, chunk.origin.offset + len(chunk.data) - len(lines.tail))
@@ -125,14 +125,17 @@ class ContainerParser(Parser):
         self.count(flags)
         parse_error, detail = flags.columns()
         columns: dict[str, pa.Array] = {
-            "@timestamp": pa.array(pieces.ts, pa.int64()).cast(TIMESTAMP),
+            "@timestamp": from_np(pieces.ts).cast(TIMESTAMP),
             "message": message,
             "stream": pieces.stream_array(),
             "event.parse_error": parse_error,
             "error.message": detail,
         }
         if extra:
+            payload_error = extra.pop("error.message", None)
             columns.update(extra)
+            if payload_error is not None:  # a parse error's detail wins over the payload's error
+                columns["error.message"] = pc.coalesce(detail, payload_error)
         return finish_batch(origin, self.name, pieces.offsets, columns, now_ns(now))
 
     def text(self, pieces: Pieces) -> tuple[pa.StringArray, Flags]:
@@ -145,7 +148,7 @@ class ContainerParser(Parser):
         data = pieces.message.buffers()[2]
         if data is not None and data.size and int(np.frombuffer(data, dtype=np.uint8).min()) == 0:
             nul = pc.match_substring(pieces.message, "\x00").fill_null(False)
-            flags.set("nul_bytes", np.asarray(nul.to_numpy(zero_copy_only=False), dtype=bool))
+            flags.set("nul_bytes", to_np(nul, False))
             message = pc.replace_substring(message, "\x00", "\ufffd")
         return message, flags
 

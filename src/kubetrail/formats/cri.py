@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from kubetrail.formats.base import register_parser
 from kubetrail.formats.container import ContainerParser
-from kubetrail.formats.kernels import Flags, slice_ranges
+from kubetrail.formats.kernels import Flags, slice_ranges, to_np
 from kubetrail.formats.lines import LineBlock
 from kubetrail.formats.partials import UNKNOWN_STREAM, Pieces
 from kubetrail.formats.timeparse import parse_rfc3339
@@ -42,7 +42,7 @@ class CriParser(ContainerParser):
         bounds = np.append(starts, min(int(ends[-1]) + 1, len(data))).astype(np.int32)
         buffers = [None, pa.py_buffer(bounds.tobytes()), pa.py_buffer(data)]
         view = pa.Array.from_buffers(pa.binary(), n, buffers)
-        space = np.asarray(pc.find_substring(view, " ").to_numpy(zero_copy_only=False), dtype=np.int64)
+        space = to_np(pc.find_substring(view, " ")).astype(np.int64)
         sp = starts + space
 
         def at(k: int) -> npt.NDArray[np.uint8]:

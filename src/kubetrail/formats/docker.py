@@ -21,7 +21,7 @@ import pyarrow.json as pj
 
 from kubetrail.formats.base import register_parser
 from kubetrail.formats.container import ContainerParser
-from kubetrail.formats.kernels import Flags, slice_ranges, to_utf8
+from kubetrail.formats.kernels import Flags, from_np, slice_ranges, to_np, to_utf8
 from kubetrail.formats.lines import LineBlock
 from kubetrail.formats.partials import UNKNOWN_STREAM, Pieces
 from kubetrail.formats.timeparse import parse_rfc3339
@@ -68,7 +68,7 @@ def _read_slow(lines: pa.StringArray) -> tuple[pa.Table, npt.NDArray[np.bool_]]:
         ).to_arrow_table()
     finally:
         con.unregister("docker_lines")
-    bad = np.asarray(pc.is_null(out.column("log")).to_numpy(zero_copy_only=False), dtype=bool)
+    bad = to_np(pc.is_null(out.column("log")))
     return out, bad
 
 
@@ -91,19 +91,19 @@ class DockerParser(ContainerParser):
         time_col = table.column("time").combine_chunks()
         if bad.any() and raw is not None:
             bits[bad] |= np.uint16(Flags.bit("bad_json"))
-            log = pc.if_else(pa.array(bad), raw, log)
+            log = pc.if_else(from_np(bad), raw, log)
         log = log.fill_null("")
         # a value ending in "\n" is a whole line (final); drop the "\n" with one take
         value_offsets = np.frombuffer(log.buffers()[1], dtype=np.int32)[log.offset : log.offset + n + 1]
-        final = np.asarray(pc.ends_with(log, "\n").to_numpy(zero_copy_only=False), dtype=bool) | bad
+        final = to_np(pc.ends_with(log, "\n")) | bad
         cut_final = final & ~bad
         value_starts = value_offsets[:-1].astype(np.int64)
         value_ends = value_offsets[1:].astype(np.int64) - cut_final
         message = slice_ranges(log.buffers()[2] or b"", value_starts, value_ends)
-        is_err = np.asarray(pc.equal(stream_col, "stderr").fill_null(False).to_numpy(zero_copy_only=False))
+        is_err = to_np(pc.equal(stream_col, "stderr"), False)
         stream = is_err.astype(np.int8)
         stream[bad] = UNKNOWN_STREAM
-        ts, bad_ts = parse_rfc3339(pc.if_else(pa.array(bad), pa.nulls(n, pa.string()), time_col), fallback_ns)
+        ts, bad_ts = parse_rfc3339(pc.if_else(from_np(bad), pa.nulls(n, pa.string()), time_col), fallback_ns)
         bad_ts &= ~bad
         if bad_ts.any():
             bits[bad_ts] |= np.uint16(Flags.bit("bad_timestamp"))

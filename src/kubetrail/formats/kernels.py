@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +26,10 @@ __all__ = [
     "broadcast",
     "cast_or_bisect",
     "concat_binary",
+    "from_np",
+    "scatter",
     "slice_ranges",
+    "to_np",
     "to_utf8",
 ]
 
@@ -43,8 +47,8 @@ REASONS: Mapping[str, str] = {
     "partial_timeout": "partial line not completed within partial_timeout_secs; emitted as is",
     "incomplete_line": "bytes without a final newline emitted at flush",
     "bad_json": "JSON record could not be decoded; kept as raw message",
-    "bad_payload": "payload looked structured but could not be decoded; kept as raw message",
     "stream_gap": "chunk did not continue the previous one; carried bytes emitted alone",
+    "unknown_format": "no parser is registered for the chosen format; raw line kept",
     "internal_error": "parser failed internally; raw line kept",
 }
 _BIT = {name: 1 << i for i, name in enumerate(REASONS)}
@@ -90,8 +94,73 @@ class Flags:
             names = [name for name, bit in _BIT.items() if combo & bit]
             codes.append(",".join(names) or None)
             details.append("; ".join(REASONS[name] for name in names) or None)
-        idx = pa.array(inverse.astype(np.int32).reshape(-1))
+        idx = from_np(inverse.astype(np.int32).reshape(-1))
         return pa.array(codes, pa.string()).take(idx), pa.array(details, pa.string()).take(idx)
+
+
+_ARROW_OF = {
+    np.dtype(np.int8): pa.int8(),
+    np.dtype(np.int16): pa.int16(),
+    np.dtype(np.int32): pa.int32(),
+    np.dtype(np.int64): pa.int64(),
+    np.dtype(np.uint8): pa.uint8(),
+    np.dtype(np.uint16): pa.uint16(),
+    np.dtype(np.uint32): pa.uint32(),
+    np.dtype(np.uint64): pa.uint64(),
+    np.dtype(np.float64): pa.float64(),
+}
+
+
+def from_np(values: npt.NDArray[Any]) -> pa.Array:
+    """A numpy vector as an Arrow array without ``pa.array`` (which imports pandas on first use)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:
+        packed = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), values.size, [None, pa.py_buffer(packed.tobytes())])
+    return pa.Array.from_buffers(_ARROW_OF[values.dtype], values.size, [None, pa.py_buffer(values)])
+
+
+def _numpy_dtype(typ: pa.DataType) -> np.dtype[Any]:
+    if pa.types.is_integer(typ):
+        return np.dtype(str(typ))
+    if pa.types.is_floating(typ):
+        return np.dtype({"double": "float64", "float": "float32", "halffloat": "float16"}[str(typ)])
+    if pa.types.is_timestamp(typ) or pa.types.is_duration(typ) or pa.types.is_date64(typ):
+        return np.dtype(np.int64)
+    raise TypeError(f"no numpy view for {typ}")
+
+
+def to_np(arr: pa.Array | pa.ChunkedArray, fill: object = None) -> npt.NDArray[Any]:
+    """A numpy view of a primitive or boolean array, straight from its buffers.
+
+    ``Array.to_numpy`` imports pandas on first use (a third of a second per process); this does not.
+    Nulls are replaced by ``fill`` first (required when the array has nulls).
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        arr = arr.fill_null(fill)
+    n = len(arr)
+    data = arr.buffers()[1]
+    if pa.types.is_boolean(arr.type):
+        if data is None:
+            return np.zeros(n, dtype=bool)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        return bits[arr.offset : arr.offset + n].astype(bool)
+    dtype = _numpy_dtype(arr.type)
+    if data is None:
+        return np.zeros(n, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype)[arr.offset : arr.offset + n]
+
+
+def scatter(values: pa.Array, rows: npt.NDArray[np.int64], n: int) -> pa.Array:
+    """Values for a subset of rows -> a length-n array with nulls elsewhere (one ``take``)."""
+    index = np.full(n, -1, dtype=np.int64)
+    index[rows] = np.arange(rows.size)
+    valid = index >= 0
+    validity = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    positions = pa.Array.from_buffers(pa.int64(), n, [validity, pa.py_buffer(np.maximum(index, 0))])
+    return values.take(positions)
 
 
 def slice_ranges(data: bytes | pa.Buffer, starts: IntArray, ends: IntArray) -> pa.BinaryArray:
@@ -108,7 +177,7 @@ def slice_ranges(data: bytes | pa.Buffer, starts: IntArray, ends: IntArray) -> p
     typ = pa.large_binary() if wide else pa.binary()
     buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
     interleaved = pa.Array.from_buffers(typ, 2 * n, [None, pa.py_buffer(offsets), buf])
-    picked = interleaved.take(pa.array(np.arange(1, 2 * n, 2, dtype=np.int32)))
+    picked = interleaved.take(from_np(np.arange(1, 2 * n, 2, dtype=np.int32)))
     return picked.cast(pa.binary()) if wide else picked
 
 
@@ -146,7 +215,7 @@ def cast_or_bisect(arr: pa.Array, typ: pa.DataType) -> tuple[pa.Array, IntArray]
     positions = np.array(bad, dtype=np.int64)
     keep = np.ones(len(arr), dtype=bool)
     keep[positions] = False
-    masked = pc.if_else(pa.array(keep), arr, pa.nulls(len(arr), arr.type))
+    masked = pc.if_else(from_np(keep), arr, pa.nulls(len(arr), arr.type))
     return masked.cast(typ), positions
 
 
@@ -165,10 +234,10 @@ def to_utf8(arr: pa.Array) -> tuple[pa.StringArray, IntArray]:
     fixed = [arr[i].as_py().decode("utf-8", "replace") for i in bad]
     keep = np.ones(len(arr), dtype=bool)
     keep[positions] = False
-    good = pc.if_else(pa.array(keep), arr, pa.nulls(len(arr), arr.type)).cast(pa.string())
+    good = pc.if_else(from_np(keep), arr, pa.nulls(len(arr), arr.type)).cast(pa.string())
     repl_index = np.zeros(len(arr), dtype=np.int32)
     repl_index[positions] = np.arange(len(bad), dtype=np.int32)
-    replacement = pa.array(fixed, pa.string()).take(pa.array(repl_index)) if bad else good
+    replacement = pa.array(fixed, pa.string()).take(from_np(repl_index)) if bad else good
     valid_in = arr.is_valid()
-    merged = pc.if_else(pa.array(keep), good, replacement)
+    merged = pc.if_else(from_np(keep), good, replacement)
     return pc.if_else(valid_in, merged, pa.nulls(len(arr), pa.string())), positions

@@ -13,7 +13,7 @@ emitted flagged ``partial_timeout`` when no final piece comes within the timeout
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubetrail.chunk import Origin
-from kubetrail.formats.kernels import Flags
+from kubetrail.formats.kernels import Flags, from_np, to_np
 
 __all__ = ["STREAM_NAMES", "Pieces", "Reassembler"]
 
@@ -33,34 +33,46 @@ UNKNOWN_STREAM = 2
 class Pieces:
     """Column-wise pieces or events of one origin, in stream order."""
 
-    message: pa.BinaryArray
+    message: pa.Array  # binary before UTF-8 decoding, string after
     stream: npt.NDArray[np.int8]
     ts: npt.NDArray[np.int64]
     offsets: npt.NDArray[np.int64]
     bits: npt.NDArray[np.uint16]
+    extra: dict[str, pa.Array] = field(default_factory=dict)  # more schema columns, row-aligned
 
     def __len__(self) -> int:
         return len(self.message)
 
     def take(self, idx: npt.NDArray[np.int64]) -> Pieces:
-        message = self.message.take(pa.array(idx))
-        return Pieces(message, self.stream[idx], self.ts[idx], self.offsets[idx], self.bits[idx])
+        positions = from_np(idx)
+        message = self.message.take(positions)
+        extra = {name: col.take(positions) for name, col in self.extra.items()}
+        return Pieces(message, self.stream[idx], self.ts[idx], self.offsets[idx], self.bits[idx], extra)
 
     @staticmethod
     def concat(parts: list[Pieces]) -> Pieces:
         if len(parts) == 1:
             return parts[0]
+        names = {name for p in parts for name in p.extra}
+        extra = {
+            name: pa.concat_arrays(
+                [p.extra[name] if name in p.extra else pa.nulls(len(p), pa.string()) for p in parts]
+            )
+            for name in names
+        }
+        message_type = parts[0].message.type
         return Pieces(
-            pa.concat_arrays([p.message for p in parts]) if parts else pa.array([], pa.binary()),
+            pa.concat_arrays([p.message.cast(message_type) for p in parts]),
             np.concatenate([p.stream for p in parts]),
             np.concatenate([p.ts for p in parts]),
             np.concatenate([p.offsets for p in parts]),
             np.concatenate([p.bits for p in parts]),
+            extra,
         )
 
     def stream_array(self) -> pa.Array:
         names = pa.array([*STREAM_NAMES, None], pa.string())
-        return names.take(pa.array(self.stream.astype(np.int32)))
+        return names.take(from_np(self.stream.astype(np.int32)))
 
 
 @dataclass(slots=True)
@@ -110,7 +122,7 @@ class Reassembler:
         starts_group[1:] = (s_stream[1:] != s_stream[:-1]) | s_final[:-1]
         group_first = np.flatnonzero(starts_group)
         group_last = np.append(group_first[1:] - 1, n - 1)
-        sorted_msg = pieces.message.take(pa.array(order))
+        sorted_msg = pieces.message.take(from_np(order))
         value_offsets = np.frombuffer(sorted_msg.buffers()[1], dtype=np.int32)[
             sorted_msg.offset : sorted_msg.offset + n + 1
         ]
@@ -142,7 +154,7 @@ class Reassembler:
         lengths = pc.binary_length(events.message)
         if len(events) == 0 or pc.max(lengths).as_py() <= self.max_message_bytes:
             return events
-        too_long = np.asarray(pc.greater(lengths, self.max_message_bytes).to_numpy(zero_copy_only=False))
+        too_long = to_np(pc.greater(lengths, self.max_message_bytes))
         events.bits[too_long] |= np.uint16(Flags.bit("truncated"))
         events.message = pc.binary_slice(events.message, 0, self.max_message_bytes)
         return events

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kubetrail.formats.kernels import cast_or_bisect
+from kubetrail.formats.kernels import cast_or_bisect, to_np
 from kubetrail.schema import TIMESTAMP
 
 __all__ = ["now_ns", "parse_rfc3339", "to_epoch_ns"]
@@ -31,7 +31,7 @@ def now_ns(now: datetime | None) -> int:
 def to_epoch_ns(ts: pa.Array) -> npt.NDArray[np.int64]:
     """Timestamps (nulls allowed) as int64 nanoseconds; nulls become ``INT64_MIN``."""
     ints = ts.cast(pa.int64())
-    return np.asarray(ints.fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return to_np(ints, np.iinfo(np.int64).min).astype(np.int64)
 
 
 def parse_rfc3339(values: pa.Array, fallback_ns: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
@@ -44,6 +44,6 @@ def parse_rfc3339(values: pa.Array, fallback_ns: int) -> tuple[npt.NDArray[np.in
         return np.empty(0, dtype=np.int64), np.zeros(0, dtype=bool)
     strings, _ = cast_or_bisect(values, pa.string()) if values.type != pa.string() else (values, None)
     parsed, _ = cast_or_bisect(strings, TIMESTAMP)
-    bad = np.asarray(pc.is_null(parsed).to_numpy(zero_copy_only=False), dtype=bool)
-    ns = np.asarray(parsed.cast(pa.int64()).fill_null(fallback_ns).to_numpy(zero_copy_only=False))
+    bad = to_np(pc.is_null(parsed))
+    ns = to_np(parsed.cast(pa.int64()), fallback_ns)
     return ns.astype(np.int64, copy=False), bad

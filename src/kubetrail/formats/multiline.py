@@ -1,0 +1,256 @@
+"""Join multi-line stack traces (Java, Python, Go, Ruby, Node) into one event, vectorized.
+
+Each line is classified with three anchored RE2 masks over the whole batch:
+
+* ``strong`` lines always continue the previous event of the same stream: ``\\tat ...``,
+  ``    at fn (file:1:2)``, ``Caused by: ...``, ``... 12 more``, ``  File "x.py", line 3``,
+  ``\\tfrom /app/x.rb:5:in ...``, ``goroutine 7 [running]:``, ``\\t/src/main.go:12 +0x1d``, ...
+* ``start`` lines open a trace: ``Traceback (most recent call last):``, ``panic: ...``,
+  ``java.lang.IllegalStateException: ...``, ``TypeError: ...``, ``/app/x.rb:3:in `f': ...``.
+* ``weak`` lines continue only inside a trace (the nearest earlier line that is not weak is a start
+  or a strong line): Python code lines and the final ``ValueError: msg`` (a start line too, when it
+  is not inside a trace), Go function lines ``main.main()``, blank lines between goroutines.
+
+Groups are numbered with a cumulative sum over "not a continuation" per stream (stdout and stderr
+interleave), and joined with one ``take``: every line gets a ``\\n`` appended, lines are laid out
+stream by stream, and a group's text is one contiguous range. ``message`` becomes the trace's first
+line, ``error.stack_trace`` the whole joined text, ``error.type`` the exception class when one is
+found. With user ``start_patterns`` the rule is instead: a line matching none of them continues the
+previous event.
+
+The last event of a stream that could still grow (a trace, or anything in start-pattern mode) is
+held back until the next chunk of that stream, or emitted after the flush timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubetrail.chunk import Origin
+from kubetrail.formats.kernels import from_np, scatter, slice_ranges, to_np
+from kubetrail.formats.partials import Pieces
+
+__all__ = ["STACK_START", "STACK_STRONG", "STACK_WEAK", "Multiline"]
+
+STACK_STRONG = (
+    r"^(?:\s+at \S|\s*\.\.\. \d+ (?:more|common frames omitted)|Caused by: |\s+Suppressed: |"
+    r"  File \"|\s+from \S+:\d+:in |goroutine \d+ \[[^\]]*\]:$|\t\S+\.go:\d+|created by \S|\[signal )"
+)
+STACK_START = (
+    r"^(?:Traceback \(most recent call last\):|panic: |fatal error: |Exception in thread |"
+    r"(?:[\w$]+\.)*[\w$]*(?:Exception|Error|Throwable)(?::|$)|\S+\.rb:\d+:in )"
+)
+STACK_WEAK = (
+    r"^(?:    \S|(?:[\w$]+\.)*[\w$]*(?:Error|Exception|Exit|Interrupt|Warning)\b|"
+    r"[\w./*()\[\]{}$-]+\(.*\)$|\s*$)"
+)
+_TYPE_FIRST = (
+    r"^(?:Exception in thread \"[^\"]*\" )?(?P<t>(?:[\w$]+\.)*[\w$]*(?:Exception|Error|Throwable))(?::|$| )"
+    r"|\((?P<rb>\w+(?:Error|Exception))\)$|^(?P<go>panic|fatal error): "
+)
+_TYPE_LAST = r"^(?P<t>(?:[\w]+\.)*\w*(?:Error|Exception|Exit|Interrupt|Warning))\b"
+
+
+@dataclass(slots=True)
+class _Held:
+    text: str  # joined lines so far
+    first: str
+    last: str
+    ts: int
+    offset: int
+    bits: int
+    anchored: bool  # weak lines may still continue it
+    lines: int
+    since: float
+    origin: Origin
+
+
+def _mask(messages: pa.Array, pattern: str) -> npt.NDArray[np.bool_]:
+    return to_np(pc.match_substring_regex(messages, pattern), False)
+
+
+class Multiline:
+    """Per-stream stack-trace joiner; state survives across chunks of the same stream."""
+
+    def __init__(self, start_patterns: Sequence[str] = (), max_lines: int = 1000) -> None:
+        for pattern in start_patterns:
+            re.compile(pattern)
+        self.start_pattern = "|".join(f"(?:{p})" for p in start_patterns) if start_patterns else None
+        self.max_lines = max_lines
+        self._held: dict[tuple[str, int], _Held] = {}
+
+    def pending(self) -> int:
+        return len(self._held)
+
+    def feed(self, origin: Origin, events: Pieces, now: float) -> Pieces:
+        """Join continuation lines of ``events`` (string messages, stream order) with held state."""
+        key = origin.stream_key()
+        held = [(code, self._held.pop((key, code))) for code in range(3) if (key, code) in self._held]
+        messages = events.message
+        n_new = len(events)
+        if self.start_pattern is not None:
+            strong = ~_mask(messages, self.start_pattern)
+            weak = np.zeros(n_new, dtype=bool)
+            start = ~strong
+        else:
+            strong = _mask(messages, STACK_STRONG)
+            start = _mask(messages, STACK_START) & ~strong
+            weak = _mask(messages, STACK_WEAK) & ~strong
+        if not held and not strong.any() and not start.any():
+            return events  # common case: plain lines only
+        anchored = np.zeros(n_new, dtype=bool)
+        if held:
+            held.sort(key=lambda item: item[1].offset)
+            head = Pieces(
+                pa.array([h.text for _, h in held], pa.string()),
+                np.array([code for code, _ in held], dtype=np.int8),
+                np.array([h.ts for _, h in held], dtype=np.int64),
+                np.array([h.offset for _, h in held], dtype=np.int64),
+                np.array([h.bits for _, h in held], dtype=np.uint16),
+            )
+            k = len(held)
+            events = Pieces.concat([head, events])
+            strong = np.concatenate([np.zeros(k, dtype=bool), strong])
+            weak = np.concatenate([np.zeros(k, dtype=bool), weak])
+            start = np.concatenate([np.zeros(k, dtype=bool), start])
+            anchored = np.concatenate([[h.anchored for _, h in held], anchored])
+        n = len(events)
+        order = np.argsort(events.stream, kind="stable")
+        s_stream = events.stream[order]
+        new_stream = np.ones(n, dtype=bool)
+        new_stream[1:] = s_stream[1:] != s_stream[:-1]
+        s_strong, s_weak, s_start = strong[order], weak[order], start[order]
+        anchor = s_strong | s_start | anchored[order]
+        idx = np.arange(n)
+        last_anchor = np.maximum.accumulate(np.where(anchor, idx, -1))
+        breaker = ~(s_weak | anchor) | (new_stream & ~anchor)
+        last_breaker = np.maximum.accumulate(np.where(breaker, idx, -1))
+        prev_anchor = np.concatenate([[-1], last_anchor[:-1]])
+        prev_breaker = np.concatenate([[-1], last_breaker[:-1]])
+        cont = (s_strong | (s_weak & (prev_anchor > prev_breaker) & (prev_anchor >= 0))) & ~new_stream
+        if self.start_pattern is not None:
+            cont = s_strong & ~new_stream
+        starts_group = ~cont
+        # bound the size of one event: force a new group every max_lines lines
+        group_id = np.cumsum(starts_group) - 1
+        first_of_group = np.flatnonzero(starts_group)
+        position = idx - first_of_group[group_id]
+        starts_group |= (position > 0) & (position % self.max_lines == 0)
+        group_first = np.flatnonzero(starts_group)
+        group_last = np.append(group_first[1:] - 1, n - 1)
+        sorted_msg = events.message.take(from_np(order))
+        with_nl = pc.binary_join_element_wise(sorted_msg, "\n", "")
+        offsets = np.frombuffer(with_nl.buffers()[1], dtype=np.int32)[with_nl.offset : with_nl.offset + n + 1]
+        data = with_nl.buffers()[2]
+        joined = slice_ranges(
+            data if data is not None else b"",
+            offsets[group_first].astype(np.int64),
+            offsets[group_last + 1].astype(np.int64) - 1,
+        ).cast(pa.string())
+        first_rows = order[group_first]
+        first_line = sorted_msg.take(from_np(group_first))
+        last_line = sorted_msg.take(from_np(group_last))
+        first_text = first_line
+        if held:
+            # a held event's message is already joined text: its first line is what was held
+            held_groups = np.flatnonzero(first_rows < len(held))
+            if held_groups.size:
+                firsts = pa.array([held[int(r)][1].first for r in first_rows[held_groups]], pa.string())
+                first_text = pc.coalesce(scatter(firsts, held_groups, len(first_line)), first_line)
+        held_lines = np.ones(n, dtype=np.int64)
+        for i, (_, h) in enumerate(held):
+            held_lines[i] = h.lines
+        line_count = np.add.reduceat(held_lines[order], group_first)
+        multi = line_count > 1
+        bits = np.bitwise_or.reduceat(events.bits[order], group_first).astype(np.uint16)
+        multi_arr = from_np(multi)
+        message = pc.if_else(multi_arr, first_text, joined)
+        stack = pc.if_else(multi_arr, joined, pa.nulls(len(joined), pa.string()))
+        error_type = self._error_type(first_text, last_line, multi_arr)
+        result = Pieces(
+            message,
+            events.stream[first_rows],
+            events.ts[first_rows],
+            events.offsets[first_rows],
+            bits,
+            {"error.stack_trace": stack, "error.type": error_type},
+        )
+        # hold back the last group of each stream when it may still grow
+        stream_of_group = s_stream[group_first]
+        last_group_of_stream = np.ones(group_first.size, dtype=bool)
+        last_group_of_stream[:-1] = stream_of_group[1:] != stream_of_group[:-1]
+        growing = anchor[group_last] | s_weak[group_last] & multi
+        if self.start_pattern is not None:
+            growing = np.ones(group_first.size, dtype=bool)
+        hold = last_group_of_stream & growing & (line_count < self.max_lines)
+        for g in np.flatnonzero(hold).tolist():
+            code = int(stream_of_group[g])
+            held_since = {h.offset: h.since for _, h in held}
+            offset = int(result.offsets[g])
+            self._held[(key, code)] = _Held(
+                text=joined[g].as_py(),
+                first=first_text[g].as_py(),
+                last=last_line[g].as_py(),
+                ts=int(result.ts[g]),
+                offset=offset,
+                bits=int(bits[g]),
+                anchored=bool(anchor[group_last[g]] or s_weak[group_last[g]]),
+                lines=int(line_count[g]),
+                since=held_since.get(offset, now),
+                origin=origin,
+            )
+        emit = np.flatnonzero(~hold)
+        emit = emit[np.argsort(result.offsets[emit], kind="stable")]
+        return result.take(emit)
+
+    @staticmethod
+    def _error_type(first: pa.Array, last: pa.Array, multi: pa.Array) -> pa.Array:
+        head = pc.extract_regex(first, _TYPE_FIRST)
+        tail = pc.extract_regex(last, _TYPE_LAST)
+
+        def nonempty(values: pa.Array) -> pa.Array:
+            return pc.if_else(pc.equal(values, ""), None, values)
+
+        python = pc.starts_with(first, "Traceback")
+        found = pc.coalesce(
+            pc.if_else(python, nonempty(tail.field("t")), None),
+            nonempty(head.field("t")),
+            nonempty(head.field("rb")),
+            nonempty(head.field("go")),
+        )
+        return pc.if_else(multi, found, pa.nulls(len(first), pa.string()))
+
+    def flush(self, now: float, timeout: float, force: bool = False) -> list[tuple[Origin, Pieces]]:
+        """Held events older than ``timeout`` seconds (all with ``force``)."""
+        out: list[tuple[Origin, Pieces]] = []
+        for (key, code), h in list(self._held.items()):
+            if not force and now - h.since < timeout:
+                continue
+            del self._held[(key, code)]
+            multi = h.lines > 1
+            first = pa.array([h.first], pa.string())
+            error_type = self._error_type(first, pa.array([h.last], pa.string()), pa.array([multi]))
+            out.append(
+                (
+                    h.origin,
+                    Pieces(
+                        pa.array([h.first if multi else h.text], pa.string()),
+                        np.array([code], dtype=np.int8),
+                        np.array([h.ts], dtype=np.int64),
+                        np.array([h.offset], dtype=np.int64),
+                        np.array([h.bits], dtype=np.uint16),
+                        {
+                            "error.stack_trace": pa.array([h.text if multi else None], pa.string()),
+                            "error.type": error_type,
+                        },
+                    ),
+                )
+            )
+        return out

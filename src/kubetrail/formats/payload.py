@@ -1,0 +1,245 @@
+"""Structure inside container messages: JSON objects, logfmt, access logs, levels in plain text.
+
+Rows are classified with cheap masks (first byte, anchored RE2 matches), and each kind is decoded
+for its subset in bulk:
+
+* **JSON** (``{...}``): one DuckDB query over the Arrow column pulls the common keys (level / msg /
+  error / stack / logger, several spellings each); ``message`` becomes the payload's message when it
+  has one and ``attributes`` is the payload object verbatim, so nothing of the raw line is lost.
+* **logfmt** (``level=info msg="..." k=v``, a whole line of pairs): one RE2 replace turns each line
+  into a JSON object (values as strings), which then goes through the JSON query above;
+  ``attributes`` is that object plus ``event.original`` = the raw line.
+* **access logs** (nginx / apache common and combined): one ``extract_regex`` fills ``source.ip``,
+  ``user.name``, ``http.request.method``, ``url.original``, ``http.response.status_code``,
+  ``http.response.body.bytes``, ``user_agent.original``; ``message`` stays the raw line.
+* **plain text**: a level token (``ERROR``, ``WARN``, ``INFO``, ``DEBUG``, ... or a klog-style
+  ``E0505`` prefix) in the first 120 characters sets ``log.level``.
+
+A line that only looks structured (starts with ``{`` but is not valid JSON) is treated as plain text,
+not flagged: free text may contain braces.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubetrail.formats.kernels import from_np, scatter, to_np
+
+__all__ = ["LEVELS", "PAYLOAD_KINDS", "extract_payload", "logfmt_to_json", "normalize_level"]
+
+PAYLOAD_KINDS = frozenset({"json", "logfmt", "access", "plain"})
+
+# raw level spelling (lower case) -> normalised log.level
+LEVELS: Mapping[str, str] = {
+    **dict.fromkeys(["trace", "trc", "10", "finest", "finer"], "trace"),
+    **dict.fromkeys(["debug", "dbg", "d", "20", "fine", "verbose", "config"], "debug"),
+    **dict.fromkeys(["info", "information", "informational", "inf", "i", "30", "notice"], "info"),
+    **dict.fromkeys(["warn", "warning", "wrn", "w", "40"], "warning"),
+    **dict.fromkeys(["error", "err", "eror", "e", "50", "severe"], "error"),
+    **dict.fromkeys(
+        ["fatal", "critical", "crit", "f", "60", "panic", "dpanic", "alert", "emerg", "emergency"], "critical"
+    ),
+}
+_LEVEL_KEYS = pa.array(list(LEVELS), pa.string())
+_LEVEL_VALUES = pa.array(list(LEVELS.values()), pa.string())
+
+_KEY = r"[A-Za-z_][\w.\-/@]*"
+_VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^ "\\=]*)'
+LOGFMT_LINE = rf"^{_KEY}={_VALUE}(?: +{_KEY}={_VALUE})* *$"
+_LOGFMT_PAIR = rf'({_KEY})=(?:"((?:[^"\\]|\\.)*)"|([^ "\\=]*))(?: +|$)'
+ACCESS_PREFIX = r'^[0-9A-Fa-f.:]+ \S+ \S+ \[[^\]]+\] "'
+ACCESS_LINE = (
+    r'^(?P<ip>[0-9A-Fa-f.:]+) \S+ (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<method>[A-Z]+) (?P<url>\S+)'
+    r'(?: (?P<proto>[^"]*))?" (?P<status>\d{3}) (?P<bytes>\d+|-)(?: "(?P<ref>[^"]*)" "(?P<ua>[^"]*)")?'
+)
+_PLAIN_LEVEL = (
+    r"(?:^(?P<klog>[IWEF])\d{4} \d\d:\d\d)|\b(?P<word>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|"
+    r"FATAL|CRITICAL|PANIC|Trace|Debug|Info|Warn|Warning|Error|Fatal|Critical)\b"
+)
+_PLAIN_SCAN_CHARS = 120
+
+_JSON_QUERY = """
+SELECT
+  coalesce(v[1], v[2], v[3], v[4], v[5]) AS level,
+  coalesce(v[6], v[7], CASE WHEN json_type(j, '$.log') = 'VARCHAR' THEN v[8] END) AS msg,
+  coalesce(v[9], v[10], v[11]) AS err,
+  coalesce(v[12], v[13], v[14]) AS stack,
+  coalesce(v[15], v[16]) AS logger,
+  coalesce(v[17], v[18], v[19]) AS err_type,
+  j IS NOT NULL AS ok
+FROM (
+  SELECT j, json_extract_string(j, [
+    '$.level', '$.lvl', '$.severity', '$."log.level"', '$.log.level',
+    '$.msg', '$.message', '$.log',
+    '$.error', '$.err', '$.exception',
+    '$.stack', '$.stacktrace', '$.stack_trace',
+    '$.logger', '$.logger_name',
+    '$."error.type"', '$.error_type', '$.exception_class'
+  ]) AS v
+  FROM (SELECT CASE WHEN json_valid(m) AND json_type(m) = 'OBJECT' THEN m END AS j FROM payload_rows)
+)
+"""
+_local = threading.local()
+
+
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect()
+        con.execute("SET threads=1")
+        _local.con = con
+    return con
+
+
+def normalize_level(raw: pa.Array) -> pa.Array:
+    """Map level spellings (any case, numeric bunyan/pino levels) to the schema's six levels."""
+    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(raw.cast(pa.string())))
+    return _LEVEL_VALUES.take(pc.index_in(lowered, value_set=_LEVEL_KEYS))
+
+
+def logfmt_to_json(lines: pa.Array) -> pa.Array:
+    """logfmt lines (already known to be whole lines of pairs) -> JSON objects with string values."""
+    pairs = pc.replace_substring_regex(lines, _LOGFMT_PAIR, r'"\1":"\2\3",')
+    return pc.binary_join_element_wise("{", pc.utf8_rtrim(pairs, characters=","), "}", "")
+
+
+def _merge(columns: dict[str, pa.Array], name: str, values: pa.Array) -> None:
+    """Fill ``name`` with ``values`` where it is still null."""
+    current = columns.get(name)
+    columns[name] = values if current is None else pc.coalesce(current, values)
+
+
+def extract_payload(
+    message: pa.StringArray,
+    stats: Counter[str] | None = None,
+    kinds: frozenset[str] = PAYLOAD_KINDS,
+) -> dict[str, pa.Array]:
+    """Typed columns and ``attributes`` parsed out of each message (``message`` may be replaced).
+
+    ``kinds`` limits the detection (a pod annotated ``logfmt`` is never read as JSON).
+    """
+    n = len(message)
+    columns: dict[str, pa.Array] = {}
+    if n == 0:
+        return columns
+    msg = message.fill_null("") if message.null_count else message
+    if "json" in kinds:
+        is_json = to_np(pc.and_(pc.starts_with(msg, "{"), pc.ends_with(msg, "}")), False)
+    else:
+        is_json = np.zeros(n, dtype=bool)
+    is_logfmt = np.zeros(n, dtype=bool)
+    rest_rows = np.flatnonzero(~is_json)
+    if rest_rows.size and "logfmt" in kinds:
+        rest_msg = msg.take(from_np(rest_rows))
+        is_logfmt[rest_rows] = to_np(pc.match_substring_regex(rest_msg, LOGFMT_LINE), False)
+    structured_rows = np.flatnonzero(is_json | is_logfmt)
+    plain = ~(is_json | is_logfmt)
+    if structured_rows.size:
+        sub = msg.take(from_np(structured_rows))
+        sub_logfmt = from_np(is_logfmt[structured_rows])
+        payload = pc.if_else(sub_logfmt, logfmt_to_json(sub), sub)
+        con = _duckdb()
+        con.register("payload_rows", pa.table({"m": payload}))
+        try:
+            out = con.sql(_JSON_QUERY).to_arrow_table()
+        finally:
+            con.unregister("payload_rows")
+        ok = to_np(out.column("ok"), False)
+        plain[structured_rows[~ok]] = True
+        good = np.flatnonzero(ok)
+        rows = structured_rows[good]
+        if rows.size:
+            take = from_np(good)
+            _merge(columns, "log.level", scatter(normalize_level(out.column("level").take(take)), rows, n))
+            new_msg = scatter(out.column("msg").take(take), rows, n)
+            columns["message"] = pc.coalesce(new_msg, message)
+            _merge(columns, "error.message", scatter(out.column("err").take(take), rows, n))
+            _merge(columns, "error.stack_trace", scatter(out.column("stack").take(take), rows, n))
+            _merge(columns, "error.type", scatter(out.column("err_type").take(take), rows, n))
+            _merge(columns, "log.logger", scatter(out.column("logger").take(take), rows, n))
+            raw_sub = sub.take(take)
+            attrs = payload.take(take)
+            lf = sub_logfmt.take(take)
+            original = pc.binary_join_element_wise(
+                pc.utf8_rtrim(attrs, characters="}"), ',"event.original":', _json_string(raw_sub), "}", ""
+            )
+            columns["attributes"] = scatter(pc.if_else(lf, original, attrs), rows, n)
+        if stats is not None:
+            stats["payload.json"] += int(np.count_nonzero(is_json[rows])) if rows.size else 0
+            stats["payload.logfmt"] += int(np.count_nonzero(is_logfmt[rows])) if rows.size else 0
+    plain_rows = np.flatnonzero(plain)
+    if plain_rows.size:
+        plain_msg = msg.take(from_np(plain_rows))
+        if "access" in kinds:
+            access_mask = to_np(pc.match_substring_regex(plain_msg, ACCESS_PREFIX), False)
+        else:
+            access_mask = np.zeros(plain_rows.size, dtype=bool)
+        access_local = np.flatnonzero(access_mask)
+        if access_local.size:
+            _access(columns, plain_msg.take(from_np(access_local)), plain_rows[access_local], n, stats)
+        text_local = np.flatnonzero(~access_mask)
+        if text_local.size and "plain" in kinds:
+            head = pc.utf8_slice_codeunits(plain_msg.take(from_np(text_local)), 0, _PLAIN_SCAN_CHARS)
+            found = pc.extract_regex(head, _PLAIN_LEVEL)
+            token = pc.coalesce(
+                pc.if_else(pc.equal(found.field("klog"), ""), None, found.field("klog")),
+                found.field("word"),
+            )
+            _merge(columns, "log.level", scatter(normalize_level(token), plain_rows[text_local], n))
+    return columns
+
+
+def _json_string(values: pa.Array) -> pa.Array:
+    """JSON string literals for a string column (escapes ``\\``, ``"`` and control characters)."""
+    escaped = pc.replace_substring(values, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    for ch, rep in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        escaped = pc.replace_substring(escaped, ch, rep)
+    if pc.any(pc.match_substring_regex(escaped, r"[\x00-\x1f]")).as_py():
+        for code in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)):
+            escaped = pc.replace_substring(escaped, chr(code), f"\\u{code:04x}")
+    return pc.binary_join_element_wise('"', escaped, '"', "")
+
+
+def _access(
+    columns: dict[str, pa.Array],
+    lines: pa.Array,
+    rows: npt.NDArray[np.int64],
+    n: int,
+    stats: Counter[str] | None,
+) -> None:
+    parts = pc.extract_regex(lines, ACCESS_LINE)
+    matched = to_np(parts.is_valid(), False)
+    keep = np.flatnonzero(matched)
+    if stats is not None:
+        stats["payload.access"] += int(keep.size)
+    if keep.size == 0:
+        return
+    parts = parts.take(from_np(keep))
+    rows = rows[keep]
+
+    def field(name: str) -> pa.Array:
+        value = parts.field(name)
+        return pc.if_else(pc.or_(pc.equal(value, "-"), pc.equal(value, "")), None, value)
+
+    status = parts.field("status").cast(pa.int32())
+    size = field("bytes").cast(pa.int64())
+    level = pc.if_else(
+        pc.greater_equal(status, 500), "error", pc.if_else(pc.greater_equal(status, 400), "warning", "info")
+    )
+    _merge(columns, "source.ip", scatter(parts.field("ip"), rows, n))
+    _merge(columns, "user.name", scatter(field("user"), rows, n))
+    _merge(columns, "http.request.method", scatter(parts.field("method"), rows, n))
+    _merge(columns, "url.original", scatter(parts.field("url"), rows, n))
+    _merge(columns, "http.response.status_code", scatter(status, rows, n))
+    _merge(columns, "http.response.body.bytes", scatter(size, rows, n))
+    _merge(columns, "user_agent.original", scatter(field("ua"), rows, n))
+    _merge(columns, "log.level", scatter(level, rows, n))
