@@ -148,6 +148,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.transforms.add_fields",
     "kubetrail.outputs.file",
     "kubetrail.receivers.agent",
+    "kubetrail.receivers.fluent_forward",
 )
 _loaded = False
 

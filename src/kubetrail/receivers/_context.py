@@ -7,6 +7,7 @@ configuration.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,13 @@ class ReceiverContext:
         if not self.accepting:
             raise Backpressure("server is shutting down", self.retry_after_secs)
         return await self.pipeline.submit(source, codec, data, hint, wait=wait)
+
+    async def enqueue(
+        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = True
+    ) -> asyncio.Future[int]:
+        if not self.accepting:
+            raise Backpressure("server is shutting down", self.retry_after_secs)
+        return await self.pipeline.enqueue(source, codec, data, hint, wait=wait)
 
     def authenticate(self, token: str | None, role: str) -> Identity | None:
         """None when auth is off (no tokens file); raises Unauthorized for a missing/bad/weak token."""

@@ -171,6 +171,17 @@ class Pipeline:
         ``wait=False`` raises ``Backpressure`` when the queue is full (HTTP: 429); ``wait=True`` waits
         for room (streams: stop reading, delay the ack).
         """
+        durable = await self.enqueue(source, codec, data, hint, wait=wait)
+        return await durable
+
+    async def enqueue(
+        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False
+    ) -> asyncio.Future[int]:
+        """Like ``submit`` but returns at once with a future that resolves when the record is durable.
+
+        Stream receivers use it to keep reading while earlier frames are being fsynced; they send
+        each acknowledgement when its future resolves (the order of sequence numbers).
+        """
         n = len(data)
         if wait:
             if not self._fits(n):
@@ -191,12 +202,13 @@ class Pipeline:
         self._queue.append(_Item(WalRecord(seq, source, codec, data), hint, durable, n))
         self._wakeup.set()
         self.metrics.queue_bytes.set(self.budget.used)
-        started = time.perf_counter()
-        await asyncio.shield(durable)
-        self.metrics.wal_ack_latency.observe(time.perf_counter() - started)
         self.metrics.wal_appends.inc()
         self.metrics.received_bytes.labels(source).inc(n)
-        return seq
+        started = time.perf_counter()
+        durable.add_done_callback(
+            lambda _f: self.metrics.wal_ack_latency.observe(time.perf_counter() - started)
+        )
+        return durable
 
     def _fits(self, n: int) -> bool:
         return self.budget.used == 0 or self.budget.used + n <= self.budget.capacity

@@ -1,0 +1,296 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from fluent import asyncsender, sender
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubetrail.errors import ProtocolError
+from kubetrail.receivers.fluent_forward import ForwardReceiver, decode_frame_records, inspect_frame
+from kubetrail.server.app import KubetrailServer
+from kubetrail.server.settings import LimitsConfig
+from tests.receivers.forward_client import (
+    compressed_packed_forward,
+    handshake,
+    new_chunk_id,
+    packed_forward,
+    read_object,
+)
+from tests.server.helpers import MemoryStore, make_server, settle
+
+K8S_RECORD = {
+    "log": "GET /healthz 200\n",
+    "stream": "stdout",
+    "time": "2026-11-27T05:00:00.123456789Z",
+    "kubernetes": {
+        "pod_name": "web-7d4b9",
+        "namespace_name": "shop",
+        "pod_id": "0b8e-uid",
+        "labels": {"app": "web"},
+        "host": "node-3",
+        "container_name": "nginx",
+        "docker_id": "abc123",
+        "container_hash": "sha256:deadbeef",
+        "container_image": "nginx:1.27",
+    },
+}
+
+
+def _cfg(**fwd: Any) -> dict[str, Any]:
+    return {"receivers": {"fwd": {"type": "forward", "listen": "127.0.0.1:0", **fwd}}}
+
+
+async def _with_server(
+    tmp_path: Path, cfg: dict[str, Any], body: Any, store: MemoryStore | None = None
+) -> None:
+    server = make_server(tmp_path, cfg, store)
+    await server.start()
+    try:
+        await body(server)
+    finally:
+        await server.stop()
+
+
+def _addr(server: KubetrailServer) -> tuple[str, int]:
+    receiver = server.receivers["fwd"]
+    assert isinstance(receiver, ForwardReceiver)
+    return receiver.address
+
+
+def _send_and_ack(addr: tuple[str, int], frame: bytes) -> Any:
+    with socket.create_connection(addr) as sock:
+        sock.sendall(frame)
+        return read_object(sock)
+
+
+def test_fluent_logger_plain_and_async(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        host, port = _addr(server)
+
+        def send() -> None:
+            s = sender.FluentSender("app", host=host, port=port, nanosecond_precision=True)
+            for i in range(20):
+                assert s.emit("web", {"message": f"plain {i}", "level": "WARN"}), s.last_error
+            s.close()
+            a = asyncsender.FluentSender("app", host=host, port=port)
+            a.emit("k8s", K8S_RECORD)
+            a.close()
+
+        await asyncio.to_thread(send)
+        for _ in range(100):
+            await settle(server)
+            if len(store.rows) == 21:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(_with_server(tmp_path, _cfg(), body, store))
+    assert len(store.rows) == 21
+    rows = {r["message"]: r for r in store.rows.values()}
+    plain = rows["plain 3"]
+    assert plain["log.level"] == "warning"
+    assert plain["event.dataset"] == "forward"
+    assert '"fluent.tag":"app.web"' in plain["attributes"]
+    assert plain["@timestamp"].year >= 2026
+    k8s = rows["GET /healthz 200\n"]
+    assert k8s["kubernetes.pod.name"] == "web-7d4b9"
+    assert k8s["kubernetes.namespace"] == "shop"
+    assert k8s["kubernetes.pod.uid"] == "0b8e-uid"
+    assert k8s["kubernetes.container.name"] == "nginx"
+    assert k8s["container.image.name"] == "nginx:1.27"
+    assert k8s["container.id"] == "abc123"
+    assert k8s["host.name"] == "node-3"
+    assert k8s["kubernetes.labels"] == '{"app":"web"}'
+    assert k8s["stream"] == "stdout"
+    assert "sha256:deadbeef" in k8s["attributes"]
+
+
+class AckingFluentSender(sender.FluentSender):  # type: ignore[misc]
+    """fluent-logger's sender with Fluentd's require_ack_response: a chunk option, then read the ack."""
+
+    def _make_packet(self, label: str, timestamp: Any, data: Any) -> bytes:
+        self.last_chunk = new_chunk_id()
+        tag = f"{self.tag}.{label}" if label else self.tag
+        packet = (tag, timestamp, data, {"chunk": self.last_chunk})
+        return msgpack.packb(packet, **self.msgpack_kwargs)  # type: ignore[no-any-return]
+
+    def emit_and_wait_ack(self, label: str, data: Any) -> Any:
+        assert self.emit(label, data), self.last_error
+        return read_object(self.socket)
+
+
+def test_fluent_logger_with_acks(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        host, port = _addr(server)
+
+        def send() -> None:
+            s = AckingFluentSender("app", host=host, port=port, nanosecond_precision=True)
+            for i in range(5):
+                ack = s.emit_and_wait_ack("acked", {"message": f"acked {i}"})
+                assert ack == {"ack": s.last_chunk}
+            s.close()
+
+        await asyncio.to_thread(send)
+        await settle(server)
+
+    asyncio.run(_with_server(tmp_path, _cfg(), body, store))
+    assert store.messages() == [f"acked {i}" for i in range(5)]
+
+
+def test_fluent_bit_packed_and_compressed_forward(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        addr = _addr(server)
+        records = [{**K8S_RECORD, "log": f"packed {i}"} for i in range(50)]
+        chunk = new_chunk_id()
+        frame = packed_forward("kube.var.log.containers.web", records, chunk)
+        assert await asyncio.to_thread(_send_and_ack, addr, frame) == {"ack": chunk}
+        # a retry of the same chunk (lost ack) stores nothing twice
+        assert await asyncio.to_thread(_send_and_ack, addr, frame) == {"ack": chunk}
+        gz_chunk = new_chunk_id()
+        gz = compressed_packed_forward(
+            "kube.gz", [{"log": f"gz {i}"} for i in range(30)], gz_chunk, members=3
+        )
+        assert await asyncio.to_thread(_send_and_ack, addr, gz) == {"ack": gz_chunk}
+        v15 = new_chunk_id()
+        meta = packed_forward("kube.v15", [{"log": "with metadata"}], v15, metadata=True)
+        assert await asyncio.to_thread(_send_and_ack, addr, meta) == {"ack": v15}
+        # Forward mode with integer times, and PackedForward payload as str (old Fluentd)
+        fwd = msgpack.packb(["fwd", [[1764220000, {"message": "fwd int time"}]], {"chunk": "c1"}])
+        assert await asyncio.to_thread(_send_and_ack, addr, fwd) == {"ack": "c1"}
+        await settle(server)
+
+    asyncio.run(_with_server(tmp_path, _cfg(), body, store))
+    messages = store.messages()
+    assert sum(m.startswith("packed ") for m in messages) == 50
+    assert sum(m.startswith("gz ") for m in messages) == 30
+    assert "with metadata" in messages and "fwd int time" in messages
+    assert store.appended == 50 * 2 + 30 + 1 + 1
+    row = next(r for r in store.rows.values() if r["message"] == "packed 7")
+    assert row["@timestamp"].timestamp() == pytest.approx(1764220000.000007, abs=1e-6)
+    assert row["kubernetes.pod.name"] == "web-7d4b9"
+
+
+def test_shared_key_handshake(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        addr = _addr(server)
+
+        def good() -> None:
+            with socket.create_connection(addr) as sock:
+                pong = handshake(sock, "s3cret", "fluent", "pw")
+                assert pong[1] is True, pong
+                sock.sendall(msgpack.packb(["t", 1764220000, {"message": "authed"}, {"chunk": "x"}]))
+                assert read_object(sock) == {"ack": "x"}
+
+        def bad(key: str, password: str) -> None:
+            with socket.create_connection(addr) as sock:
+                pong = handshake(sock, key, "fluent", password)
+                assert pong[1] is False
+                with pytest.raises((ConnectionError, OSError)):
+                    sock.sendall(msgpack.packb(["t", 1, {"message": "nope"}]))
+                    read_object(sock, timeout=2)
+
+        await asyncio.to_thread(good)
+        await asyncio.to_thread(bad, "wrong", "pw")
+        await asyncio.to_thread(bad, "s3cret", "wrong")
+        await settle(server)
+
+    asyncio.run(_with_server(tmp_path, _cfg(shared_key="s3cret", users={"fluent": "pw"}), body, store))
+    assert store.messages() == ["authed"]
+
+
+def test_udp_heartbeat(tmp_path: Path) -> None:
+    async def body(server: KubetrailServer) -> None:
+        def beat() -> bytes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                s.sendto(b"\x00", _addr(server))
+                return s.recv(16)
+
+        assert await asyncio.to_thread(beat) == b"\x00"
+
+    asyncio.run(_with_server(tmp_path, _cfg(), body))
+
+
+BAD_STREAMS = [
+    b"\xc1\xc1\xc1",  # never-used msgpack byte
+    msgpack.packb({"not": "an array"}),
+    msgpack.packb(["tag"]),
+    msgpack.packb(["tag", b"\x93\x01", {"size": 1}]),  # truncated packed entry stream
+    msgpack.packb(["tag", b"notgzip", {"compressed": "gzip"}]),
+    msgpack.packb(["tag", [[1, {"a": 1}]], {"size": 5}]),  # size mismatch
+    b"\xc6\x7f\xff\xff\xff" + b"x" * 100_000,  # declared 2 GiB bin
+]
+
+
+@pytest.mark.parametrize("garbage", BAD_STREAMS)
+def test_malformed_frames_close_the_connection_others_are_served(tmp_path: Path, garbage: bytes) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        addr = _addr(server)
+
+        def bad() -> None:
+            with socket.create_connection(addr) as sock:
+                sock.settimeout(5)
+                try:
+                    sock.sendall(garbage)
+                    assert sock.recv(100) == b""  # closed by the server
+                except ConnectionError:
+                    pass
+
+        def good() -> Any:
+            return _send_and_ack(addr, msgpack.packb(["t", 1, {"message": "still served"}, {"chunk": "g"}]))
+
+        started = time.monotonic()
+        await asyncio.gather(asyncio.to_thread(bad), asyncio.to_thread(good))
+        assert time.monotonic() - started < 4
+        await settle(server)
+
+    limits = {"max_frame_bytes": 65536, "read_timeout_secs": 1}
+    asyncio.run(_with_server(tmp_path, {**_cfg(), "server": {"limits": limits}}, body, store))
+    assert store.messages() == ["still served"]
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.text(max_size=8), st.binary(max_size=16)
+)
+_values = st.recursive(
+    _scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=4), c, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_values, min_size=0, max_size=4))
+def test_fuzz_inspect_frame(frame: list[Any]) -> None:
+    limits = LimitsConfig()
+    try:
+        inspect_frame(frame, limits)
+    except ProtocolError:
+        return
+    decode_frame_records(frame, limits)  # an accepted frame always decodes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_packed_payload(payload: bytes) -> None:
+    for option in ({"compressed": "gzip"}, {}):
+        try:
+            inspect_frame(["t", payload, option], LimitsConfig(max_decompressed_bytes=1 << 20))
+        except ProtocolError:
+            pass
