@@ -1,0 +1,412 @@
+"""A pySigma backend that compiles Sigma detections to DuckDB SQL boolean expressions over the schema.
+
+Each rule becomes one boolean expression over the columns of a kubetrail batch (``"event.dataset" =
+'audit' AND lower("kubernetes.audit.verb") = 'create' ...``), so many rules can be evaluated together
+in one DuckDB query (:mod:`kubetrail.detect.engine`).
+
+What the generic text-query templates cannot express, and why this backend overrides the leaf
+conversions instead of only setting templates:
+
+* **Field targets.** A field name (after the pipeline, :mod:`kubetrail.detect.pipeline`) resolves to
+  a column, a path inside a JSON column (``json_extract_string``), a list column (``sourceIPs``,
+  ``user.groups``) or a JSON path with ``[*]`` (every container's image). List-valued targets match
+  when ANY element matches: ``len(list_filter(list, lambda x: <predicate on x>)) > 0``.
+* **Case-insensitive strings**, as Sigma specifies: the column is lowered, the value lowered once at
+  compile time. Columns whose values Kubernetes already constrains to lower case (verbs, resources,
+  namespaces, API groups) skip the ``lower()`` — same result, cheaper.
+* **Type mismatches never fail at run time:** a string compared with an integer column casts the
+  column to text (so SigmaHQ's ``responseStatus.code: 'ALLOW'`` compiles and runs — and can never
+  match, since the code is a number); JSON values are compared as text, numbers with ``TRY_CAST``.
+* **NULL-safe negation:** ``NOT coalesce(x, false)``, because in SQL ``NOT (NULL = 'a')`` is NULL,
+  while in Sigma ``not selection`` is true for an event without the field.
+* **CIDR** matching for IPv4 through the ``kt_ipv4`` macro (:data:`SQL_MACROS`), which every
+  connection that runs compiled rules must create (the engine does).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionNOT, ConditionOR
+from sigma.conversion.base import TextQueryBackend
+from sigma.conversion.state import ConversionState
+from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
+from sigma.types import (
+    CompareOperators,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SpecialChars,
+)
+
+from kubetrail.schema import SCHEMA, resolve
+
+__all__ = ["SQL_MACROS", "DuckDBBackend", "FieldTarget", "field_target", "sql_string"]
+
+# Macros the compiled SQL relies on; run these on every connection before executing rules.
+SQL_MACROS: tuple[str, ...] = (
+    # IPv4 dotted quad -> integer (NULL for anything else, IPv6 included).
+    "CREATE OR REPLACE MACRO kt_ipv4(s) AS CASE WHEN regexp_full_match(s, "
+    "'(\\d{1,3})\\.(\\d{1,3})\\.(\\d{1,3})\\.(\\d{1,3})') THEN "
+    "TRY_CAST(split_part(s, '.', 1) AS BIGINT) * 16777216 + TRY_CAST(split_part(s, '.', 2) AS BIGINT) * 65536"
+    " + TRY_CAST(split_part(s, '.', 3) AS BIGINT) * 256 + TRY_CAST(split_part(s, '.', 4) AS BIGINT) END",
+    # registry host of an image reference; Docker Hub short names (nginx, bitnami/redis) -> docker.io
+    "CREATE OR REPLACE MACRO kt_image_registry(s) AS CASE WHEN regexp_matches(s, '^[^/]*[.:][^/]*/') "
+    "OR starts_with(s, 'localhost/') THEN lower(split_part(s, '/', 1)) ELSE 'docker.io' END",
+)
+
+# Columns whose values the Kubernetes API (or kubetrail) only ever writes in lower case.
+LOWERCASE_COLUMNS: frozenset[str] = frozenset(
+    {
+        "event.dataset",
+        "event.module",
+        "event.outcome",
+        "stream",
+        "kubernetes.audit.verb",
+        "kubernetes.audit.objectRef.resource",
+        "kubernetes.audit.objectRef.subresource",
+        "kubernetes.audit.objectRef.namespace",
+        "kubernetes.audit.objectRef.apiGroup",
+        "kubernetes.namespace",
+    }
+)
+
+_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INDEX = re.compile(r"^(.*?)((?:\[(?:\*|\d+)\])*)$")
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _quote_column(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class FieldTarget:
+    """How a field is read in SQL: the expression, whether it is a list, and its value kind."""
+
+    sql: str
+    is_list: bool
+    kind: str  # "str", "int", "float", "bool", "ts" or "json" (text extracted from JSON)
+    lowercase: bool = False  # values are always lower case: skip lower()
+
+
+def _json_path(parts: tuple[str, ...]) -> str:
+    out = "$"
+    for part in parts:
+        match = _INDEX.match(part)
+        key, index = (match.group(1), match.group(2)) if match else (part, "")
+        if key:
+            out += "." + (key if _SIMPLE_KEY.match(key) else '"' + key.replace('"', '\\"') + '"')
+        out += index
+    return out
+
+
+def _kind(data_type: pa.DataType) -> str:
+    if pa.types.is_integer(data_type):
+        return "int"
+    if pa.types.is_floating(data_type):
+        return "float"
+    if pa.types.is_boolean(data_type):
+        return "bool"
+    if pa.types.is_timestamp(data_type):
+        return "ts"
+    return "str"
+
+
+def field_target(name: str) -> FieldTarget:
+    """Resolve a (pipeline-mapped) field name to its SQL target."""
+    ref = resolve(name)
+    column = _quote_column(ref.column)
+    if ref.is_json:
+        path = _json_path(ref.json_path)
+        expr = f"json_extract_string({column}, {sql_string(path)})"
+        return FieldTarget(expr, "[*]" in path, "json")
+    data_type = SCHEMA.field(ref.column).type
+    if pa.types.is_list(data_type):
+        return FieldTarget(column, True, _kind(data_type.value_type))
+    return FieldTarget(column, False, _kind(data_type), ref.column in LOWERCASE_COLUMNS)
+
+
+def _any(target: FieldTarget, predicate: Callable[[str], str]) -> str:
+    """Apply a predicate to a scalar target, or to any element of a list target."""
+    if target.is_list:
+        return f"(len(list_filter({target.sql}, lambda x: {predicate('x')})) > 0)"
+    return predicate(target.sql)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class DuckDBBackend(TextQueryBackend):
+    """Sigma -> DuckDB SQL boolean expressions over kubetrail's flat Arrow schema."""
+
+    name: ClassVar[str] = "kubetrail DuckDB"
+    formats: ClassVar[dict[str, str]] = {"default": "DuckDB SQL boolean expression"}
+    requires_pipeline: ClassVar[bool] = False
+
+    group_expression: ClassVar[str] = "({expr})"
+    token_separator: str = " "
+    or_token: ClassVar[str] = "OR"
+    and_token: ClassVar[str] = "AND"
+    not_token: ClassVar[str] = "NOT"
+    eq_token: ClassVar[str] = " = "
+    str_quote: ClassVar[str] = "'"
+    escape_char: ClassVar[str] = "'"
+    wildcard_multi: ClassVar[str] = "%"
+    wildcard_single: ClassVar[str] = "_"
+    convert_or_as_in: ClassVar[bool] = True
+    convert_and_as_in: ClassVar[bool] = False
+    in_expressions_allow_wildcards: ClassVar[bool] = False
+    field_in_list_expression: ClassVar[str] = "{field} {op} ({list})"
+    or_in_operator: ClassVar[str] = "IN"
+    list_separator: ClassVar[str] = ", "
+    # correlation conversion is done by kubetrail.detect.correlations (streaming state), not here
+    correlation_methods: ClassVar[dict[str, str]] = {}
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def escape_and_quote_field(self, field_name: str) -> str:
+        return field_target(field_name).sql
+
+    def _string_predicate(self, target: FieldTarget, value: SigmaString, cased: bool) -> Callable[[str], str]:
+        parts = list(value.s)
+        if any(not isinstance(p, (str, SpecialChars)) for p in parts):
+            raise SigmaFeatureNotSupportedByBackendError(f"unresolved placeholder in value {value}")
+        lower = not cased and not (target.lowercase and str(value) == str(value).lower())
+
+        def text(p: str) -> str:
+            return p.lower() if not cased else p
+
+        def column(x: str) -> str:
+            expr = x if target.kind in ("str", "json") else f"CAST({x} AS VARCHAR)"
+            return f"lower({expr})" if lower else expr
+
+        plain = [p for p in parts if isinstance(p, str)]
+        specials = [p for p in parts if isinstance(p, SpecialChars)]
+        if not specials:
+            literal = sql_string(text("".join(plain)))
+            return lambda x: f"{column(x)} = {literal}"
+        if all(p is SpecialChars.WILDCARD_MULTI for p in parts):
+            return lambda x: f"({x} IS NOT NULL)"
+        multi = SpecialChars.WILDCARD_MULTI
+        inner = parts[1:-1]
+        if (
+            len(parts) == 3
+            and parts[0] is multi
+            and parts[-1] is multi
+            and all(isinstance(p, str) for p in inner)
+        ):
+            lit = sql_string(text(str(parts[1])))
+            return lambda x: f"contains({column(x)}, {lit})"
+        if len(parts) == 2 and parts[-1] is multi and isinstance(parts[0], str):
+            lit = sql_string(text(parts[0]))
+            return lambda x: f"starts_with({column(x)}, {lit})"
+        if len(parts) == 2 and parts[0] is multi and isinstance(parts[1], str):
+            lit = sql_string(text(parts[1]))
+            return lambda x: f"ends_with({column(x)}, {lit})"
+        pattern = "".join(
+            _like_escape(text(p)) if isinstance(p, str) else ("%" if p is multi else "_") for p in parts
+        )
+        lit = sql_string(pattern)
+        return lambda x: f"({column(x)} LIKE {lit} ESCAPE '\\')"
+
+    # ---- leaf conversions ------------------------------------------------------------------------
+    def convert_condition_field_eq_val_str(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaString)  # dispatcher guarantees the type
+        target = field_target(cond.field)
+        return _any(target, self._string_predicate(target, cond.value, False))
+
+    def convert_condition_field_eq_val_str_case_sensitive(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaCasedString)
+        target = field_target(cond.field)
+        return _any(target, self._string_predicate(target, cond.value, True))
+
+    def convert_condition_field_eq_val_num(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaNumber)
+        target = field_target(cond.field)
+        number = str(cond.value.number)
+        if target.kind in ("int", "float"):
+            return _any(target, lambda x: f"{x} = {number}")
+        return _any(target, lambda x: f"TRY_CAST({x} AS DOUBLE) = {number}")
+
+    def convert_condition_field_eq_val_bool(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaBool)
+        target = field_target(cond.field)
+        word = "true" if cond.value.boolean else "false"
+        if target.kind == "bool":
+            return _any(target, lambda x: f"{x} = {word}")
+        return _any(target, lambda x: f"lower(CAST({x} AS VARCHAR)) = '{word}'")
+
+    def convert_condition_field_eq_val_re(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaRegularExpression)
+        target = field_target(cond.field)
+        flags = "".join(
+            {
+                SigmaRegularExpressionFlag.IGNORECASE: "i",
+                SigmaRegularExpressionFlag.MULTILINE: "m",
+                SigmaRegularExpressionFlag.DOTALL: "s",
+            }[f]
+            for f in sorted(cond.value.flags, key=lambda f: f.name)
+        )
+        pattern = sql_string(str(cond.value.regexp))
+        opts = f", {sql_string(flags)}" if flags else ""
+        return _any(target, lambda x: f"regexp_matches(CAST({x} AS VARCHAR), {pattern}{opts})")
+
+    def convert_condition_field_eq_val_cidr(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaCIDRExpression)
+        network = cond.value.network
+        target = field_target(cond.field)
+        if isinstance(network, IPv4Network):
+            low, high = int(network.network_address), int(network.broadcast_address)
+            return _any(target, lambda x: f"(kt_ipv4({x}) BETWEEN {low} AND {high})")
+        # IPv6: compare the textual prefix of the network (exact for prefixes on a group boundary)
+        if network.prefixlen % 16:
+            raise SigmaFeatureNotSupportedByBackendError(
+                f"IPv6 CIDR {network} must have a prefix length divisible by 16"
+            )
+        groups = network.network_address.exploded.split(":")[: network.prefixlen // 16]
+        prefix = sql_string(":".join(g.lstrip("0") or "0" for g in groups) + ":")
+        return _any(target, lambda x: f"starts_with(lower({x}), {prefix})")
+
+    def convert_condition_field_compare_op_val(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        assert isinstance(cond.value, SigmaCompareExpression)
+        ops = {
+            CompareOperators.LT: "<",
+            CompareOperators.LTE: "<=",
+            CompareOperators.GT: ">",
+            CompareOperators.GTE: ">=",
+            CompareOperators.NEQ: "<>",
+        }
+        op = ops[cond.value.op]
+        number = str(cond.value.number.number)
+        target = field_target(cond.field)
+        if target.kind in ("int", "float"):
+            return _any(target, lambda x: f"{x} {op} {number}")
+        return _any(target, lambda x: f"TRY_CAST({x} AS DOUBLE) {op} {number}")
+
+    def convert_condition_field_eq_field(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        other = field_target(cond.value.field)  # type: ignore[attr-defined]
+        target = field_target(cond.field)
+        return f"(CAST({target.sql} AS VARCHAR) = CAST({other.sql} AS VARCHAR))"
+
+    def convert_condition_field_eq_val_null(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        target = field_target(cond.field)
+        if target.is_list:
+            return f"(coalesce(len({target.sql}), 0) = 0)"
+        return f"({target.sql} IS NULL)"
+
+    def convert_condition_field_exists(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        target = field_target(cond.field)
+        if target.is_list:
+            return f"(coalesce(len({target.sql}), 0) > 0)"
+        return f"({target.sql} IS NOT NULL)"
+
+    def convert_condition_field_not_exists(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        return self.convert_condition_field_eq_val_null(cond, state)
+
+    def convert_condition_field_eq_val_timestamp_part(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        part = cond.value.timestamp_part.name.lower()  # type: ignore[attr-defined]
+        target = field_target(cond.field)
+        return f"(date_part('{part}', {target.sql}) = {cond.value.number})"  # type: ignore[attr-defined]
+
+    def convert_condition_val_str(self, cond: Any, state: ConversionState) -> str:
+        """A keyword (value without field) searches the message."""
+        target = FieldTarget('"message"', False, "str")
+        return self._string_predicate(target, _as_contains(cond.value), False)(target.sql)
+
+    def convert_condition_val_num(self, cond: Any, state: ConversionState) -> str:
+        target = FieldTarget('"message"', False, "str")
+        return self._string_predicate(target, _as_contains(SigmaString(str(cond.value))), False)(target.sql)
+
+    def convert_condition_val_re(self, cond: Any, state: ConversionState) -> str:
+        return f'regexp_matches("message", {sql_string(str(cond.value.regexp))})'
+
+    # ---- boolean structure -----------------------------------------------------------------------
+    def decide_convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> bool:
+        if not super().decide_convert_condition_as_in_expression(cond, state):
+            return False
+        # only plain (non-cased) strings or plain numbers; never a mix
+        values = [arg.value for arg in cond.args]  # type: ignore[union-attr]
+        return all(type(v) is SigmaString for v in values) or all(type(v) is SigmaNumber for v in values)
+
+    def convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> str:
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        target = field_target(args[0].field)
+        values = [arg.value for arg in args]
+        if isinstance(values[0], SigmaNumber):
+            numbers = ", ".join(str(v.number) for v in values)  # type: ignore[attr-defined]
+            if target.kind in ("int", "float"):
+                return _any(target, lambda x: f"{x} IN ({numbers})")
+            return _any(target, lambda x: f"TRY_CAST({x} AS DOUBLE) IN ({numbers})")
+        texts = [str(v) for v in values]
+        lower = not (target.lowercase and all(t == t.lower() for t in texts))
+        literals = ", ".join(sql_string(t.lower()) for t in texts)
+
+        def predicate(x: str) -> str:
+            expr = x if target.kind in ("str", "json") else f"CAST({x} AS VARCHAR)"
+            return f"{'lower(' + expr + ')' if lower else expr} IN ({literals})"
+
+        return _any(target, predicate)
+
+    def convert_condition_not(self, cond: ConditionNOT, state: ConversionState) -> Any:
+        inner = cond.args[0]
+        if inner is None:
+            return None
+        expr = self.convert_condition(inner, state)
+        if expr is None:
+            return None
+        return f"NOT coalesce(({expr}), false)"
+
+    def finalize_query_default(self, rule: Any, query: str, index: int, state: ConversionState) -> str:
+        return query
+
+
+def _as_contains(value: SigmaString) -> SigmaString:
+    """Keywords match anywhere in the message, as Sigma's full-text semantics say."""
+    if not value.startswith(SpecialChars.WILDCARD_MULTI):
+        value = SigmaString("*") + value
+    if not value.endswith(SpecialChars.WILDCARD_MULTI):
+        value = value + SigmaString("*")
+    return value
