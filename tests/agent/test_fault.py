@@ -54,27 +54,10 @@ def run_fault_scenario(tmp: Path, *, full: bool, seed: int = 4) -> dict[str, obj
     )
     agent = AgentProcess(tmp, cfg, env)
     (tmp / "logs").mkdir()
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "writer.py"),
-            "--root",
-            str(tmp / "logs"),
-            "--containers",
-            "50",
-            "--rate",
-            "5000",
-            "--duration",
-            str(duration),
-            "--rotate-bytes",
-            str(rotate),
-            "--audit-rotate-bytes",
-            str(rotate // 4),
-            "--mode",
-            "mixed",
-        ],
-        cwd=REPO,
-    )
+    writer_cmd = [sys.executable, str(HERE / "writer.py"), "--root", str(tmp / "logs"), "--containers", "50"]
+    writer_cmd += ["--rate", "5000", "--duration", str(duration), "--rotate-bytes", str(rotate)]
+    writer_cmd += ["--audit-rotate-bytes", str(rotate // 4), "--mode", "mixed"]
+    writer = subprocess.Popen(writer_cmd, cwd=REPO)
     agent.start()
     start = time.monotonic()
     outages = [duration * 0.25, duration * 0.6]

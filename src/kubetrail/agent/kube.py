@@ -294,7 +294,7 @@ class KubeMetadata:
                 if ref.controller:
                     resolved = (ref.kind, ref.name)
         except Exception as exc:
-            log.debug("cannot resolve owner %s: %s", owner, exc)
+            log.warning("cannot resolve owner %s: %s", owner, exc)
         self.owners[key] = resolved
         return resolved
 
