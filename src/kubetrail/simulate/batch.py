@@ -1,0 +1,309 @@
+"""Batch mode: write H hours of a cluster's logs as fast as possible (the benchmarks' load generator).
+
+Each stream (a container, a node log, the audit log) is generated with its own generator seeded from
+``(seed, crc32(stream id))``, rendered in bulk, numbered, encoded, cut into rotated files and written
+with one write per file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kubetrail.simulate import system
+from kubetrail.simulate.attacks import Injection, plan_attacks
+from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, background_events, encode_audit
+from kubetrail.simulate.cluster import Cluster, Container, Node, build_cluster
+from kubetrail.simulate.options import SimulationOptions
+from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
+from kubetrail.simulate.rotation import (
+    WriteResult,
+    write_audit_log,
+    write_docker_log,
+    write_kubelet_log,
+    write_plain,
+)
+from kubetrail.simulate.timefmt import NS, parse_start, rfc3339_nano
+from kubetrail.simulate.workloads import big_line, render
+from kubetrail.simulate.writers import add_seq, encode_cri, encode_docker, encode_journal, encode_plain
+
+__all__ = ["container_log_paths", "prepare_root", "simulate_batch", "stream_rng"]
+
+
+def stream_rng(seed: int, stream: str) -> np.random.Generator:
+    """Independent generator per stream: adding a stream never changes another stream's output."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(stream.encode())])
+
+
+def prepare_root(root: Path) -> None:
+    """Create ``root``; an earlier simulation there (it has a manifest) is replaced, anything else refused."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MANIFEST).exists():
+            raise FileExistsError(
+                f"{root} is not empty and holds no simulation ({MANIFEST}); refusing to overwrite"
+            )
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def container_log_paths(root: Path, c: Container, restart: int) -> tuple[Path, Path]:
+    """(``var/log/pods/<ns>_<pod>_<uid>/<container>/<restart>.log``, ``var/log/containers/...-<id>.log``)."""
+    base = root / c.node.name / "var" / "log"
+    pods = base / "pods" / f"{c.namespace}_{c.pod}_{c.pod_uid}" / c.name / f"{restart}.log"
+    link = base / "containers" / f"{c.pod}_{c.namespace}_{c.name}-{c.ids[restart]}.log"
+    return pods, link
+
+
+def _symlink(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    rel = Path(
+        *([".."] * (len(link.parent.parts) - len(_common(link.parent, target)))),
+        *target.parts[len(_common(link.parent, target)) :],
+    )
+    link.symlink_to(rel)
+
+
+def _common(a: Path, b: Path) -> tuple[str, ...]:
+    out = []
+    for x, y in zip(a.parts, b.parts, strict=False):
+        if x != y:
+            break
+        out.append(x)
+    return tuple(out)
+
+
+class _Batch:
+    def __init__(self, root: Path, options: SimulationOptions) -> None:
+        self.root = root
+        self.o = options
+        self.t0 = parse_start(options.start)
+        self.t1 = self.t0 + int(options.hours * 3600 * NS)
+        self.report = SimulationReport(root, options)
+        self.cluster: Cluster = build_cluster(options, stream_rng(options.seed, "cluster"))
+        self.injections: dict[str, list[Injection]] = {}
+        self.attack_audit: list[AuditRecord] = []
+        if options.attacks:
+            plan = plan_attacks(self.cluster, self.t0, self.t1, stream_rng(options.seed, "attacks"))
+            self.report.attacks = plan.attacks
+            self.injections = plan.container_lines
+            self.attack_audit = plan.audit
+        self._add_big_lines()
+
+    def _add_big_lines(self) -> None:
+        """At least one line over 16 KiB per node (random ones are rare), in its first daemon-set pod."""
+        rng = stream_rng(self.o.seed, "big")
+        for node in self.cluster.nodes:
+            c = next(c for c in self.cluster.containers if c.node is node and not c.static)
+            t = self.t0 + int((self.t1 - self.t0) * 0.5)
+            self.injections.setdefault(c.stream, []).append(
+                Injection(t, big_line(rng, False), True, False, "")
+            )
+
+    def _account(
+        self, layer: str, stream: str, node: Node, fmt: str, result: WriteResult, offset: int = 0
+    ) -> None:
+        info = self.report.streams.setdefault(stream, StreamInfo(layer, node.name, format=fmt))
+        stats = self.report.layers[layer]
+        for f in result.files:
+            info.files.append(f.path.relative_to(self.root).as_posix())
+            stats.files += 1
+            stats.lines += f.lines
+            stats.bytes += f.bytes
+        info.deleted.extend((a + offset, b + offset) for a, b in result.deleted_units)
+
+    # -- containers --------------------------------------------------------------------------------
+    def container(self, c: Container) -> None:
+        rng = stream_rng(self.o.seed, c.stream)
+        span = self.t1 - self.t0
+        start = self.t0 + int(c.start_at * span)
+        total_weight = sum(x.weight for x in self.cluster.containers if x.start_at == 0)
+        rate = self.o.lines_per_node_s * len(self.cluster.nodes) * c.weight / total_weight
+        n = int(rng.poisson(rate * (self.t1 - start) / NS))
+        ts = np.sort(rng.integers(start, self.t1, n))
+        r = render(c.profile, ts, rng, c)
+        pos = np.arange(len(r.owner)) - np.searchsorted(r.owner, r.owner)
+        line_ts = ts[r.owner] + pos * 1000
+        msgs, stderr, json = r.lines, r.stderr, r.json
+        tags: list[str] | None = None
+        inj = self.injections.get(c.stream)
+        if inj:
+            all_ts = np.concatenate([line_ts, np.array([i.ts_ns for i in inj], dtype=np.int64)])
+            order = np.argsort(all_ts, kind="stable")
+            msgs = _take(msgs + [i.msg for i in inj], order)
+            stderr = np.concatenate([stderr, np.array([i.stderr for i in inj], dtype=bool)])[order]
+            json = np.concatenate([json, np.array([i.json for i in inj], dtype=bool)])[order]
+            tags = _take([""] * len(line_ts) + [i.tag for i in inj], order)
+            line_ts = all_ts[order]
+        line_ts = np.maximum.accumulate(line_ts) if len(line_ts) else line_ts
+        msgs = add_seq(msgs, json, c.stream)
+        if tags is not None:
+            self._evidence(tags, c.stream)
+        cut = len(msgs)
+        if c.restart_at is not None:
+            cut = int(np.searchsorted(line_ts, self.t0 + int(c.restart_at * span)))
+        layer = "controlplane" if c.static else "container"
+        bounds = [(0, cut), (cut, len(msgs))] if c.restart_at is not None else [(0, cut)]
+        for restart, (a, b) in enumerate(bounds):
+            times = rfc3339_nano(line_ts[a:b])
+            pods_path, link = container_log_paths(self.root, c, restart)
+            if c.node.runtime == "docker":
+                cid = c.ids[restart]
+                real = self.root / c.node.name / "var/lib/docker/containers" / cid / f"{cid}-json.log"
+                units = encode_docker(times, stderr[a:b], msgs[a:b])
+                result = write_docker_log(real, units, self.o.rotate_bytes, self.o.rotate_keep)
+                pods_path.parent.mkdir(parents=True, exist_ok=True)
+                _symlink(pods_path, real)
+                fmt = "docker"
+            else:
+                units = encode_cri(times, stderr[a:b], msgs[a:b], rng, self.o.partial_split_prob)
+                result = write_kubelet_log(
+                    pods_path, units, line_ts[a:b], self.o.rotate_bytes, self.o.rotate_keep
+                )
+                fmt = "cri"
+            _symlink(link, pods_path)
+            self._account(layer, c.stream, c.node, fmt, result, offset=a)
+        self.report.streams[c.stream].lines = len(msgs)
+
+    def _evidence(self, tags: Sequence[str], stream: str) -> None:
+        by_id = {a.id: a for a in self.report.attacks}
+        for i, tag in enumerate(tags):
+            if tag in by_id:
+                by_id[tag].seq_ids.append(f"{stream}:{i}")
+
+    # -- node logs ---------------------------------------------------------------------------------
+    def node_logs(self, node: Node) -> None:
+        base = self.root / node.name
+        # attack pods (start_at > 0) are left out: kubelet/containerd must not mention them before they exist
+        mine = [c for c in self.cluster.containers if c.node is node and c.start_at == 0]
+        pods = sorted({(f"{c.namespace}/{c.pod}", c.pod_uid, c.name) for c in mine})
+        images = sorted({c.image for c in mine})
+        boot_ns = self.t0 - 86400 * NS
+        kubelet_pid, containerd_pid = 2841 + node.index, 612 + node.index
+        made: dict[str, tuple[np.ndarray, list[str]]] = {}
+        for name, rate in (
+            ("kubelet", 2.0),
+            ("containerd", 1.0),
+            ("journal.kubelet", 2.0),
+            ("journal.containerd", 1.0),
+            ("syslog", 1.0),
+        ):
+            stream = f"n{node.index}.{name}"
+            rng = stream_rng(self.o.seed, stream)
+            ts = np.sort(rng.integers(self.t0, self.t1, int(rng.poisson(rate * (self.t1 - self.t0) / NS))))
+            if name.endswith("kubelet"):
+                msgs = system.kubelet_lines(ts, rng, pods, kubelet_pid)
+            elif name.endswith("containerd"):
+                msgs = system.containerd_lines(ts, rng, images)
+                if name.startswith("journal"):  # a few messages with raw non-UTF-8 bytes
+                    for i in np.flatnonzero(rng.random(len(msgs)) < 0.003).tolist():
+                        msgs[i] += ' stdout="\udcff\udcfe\udc80 binary output"'
+            else:
+                msgs = system.syslog_lines(ts, rng, node.name)
+            msgs = add_seq(msgs, np.zeros(len(msgs), dtype=bool), stream)
+            made[name] = (ts, msgs)
+            if not name.startswith("journal"):
+                path = base / "var/log" / ("syslog" if name == "syslog" else f"{name}.log")
+                fmt = "syslog" if name == "syslog" else ("klog" if name == "kubelet" else "logrus")
+                self._account("node", stream, node, fmt, write_plain(path, encode_plain(msgs)))
+                self.report.streams[stream].lines = len(msgs)
+        jk, jc = made["journal.kubelet"], made["journal.containerd"]
+        merged = np.argsort(np.concatenate([jk[0], jc[0]]), kind="stable")
+        seqnum = np.empty(len(merged), dtype=np.int64)
+        seqnum[merged] = np.arange(len(merged)) + 0x1000
+        seqnums = {"journal.kubelet": seqnum[: len(jk[0])], "journal.containerd": seqnum[len(jk[0]) :]}
+        for name, (unit, ident, pid, exe) in {
+            "journal.kubelet": ("kubelet.service", "kubelet", kubelet_pid, "/usr/bin/kubelet"),
+            "journal.containerd": ("containerd.service", "containerd", containerd_pid, "/usr/bin/containerd"),
+        }.items():
+            stream = f"n{node.index}.{name}"
+            ts, msgs = made[name]
+            seq_ids = [f"{stream}:{i}" for i in range(len(msgs))]
+            prio = [_priority(m) for m in msgs]
+            units = encode_journal(
+                ts,
+                seqnums[name],
+                msgs,
+                seq_ids,
+                prio,
+                unit=unit,
+                identifier=ident,
+                pid=pid,
+                exe=exe,
+                hostname=node.name,
+                boot_id=node.boot_id,
+                machine_id=node.machine_id,
+                boot_ns=boot_ns,
+            )
+            self._account(
+                "node", stream, node, "journald", write_plain(base / "journal" / f"{ident}.json", units)
+            )
+            self.report.streams[stream].lines = len(msgs)
+
+    # -- audit -------------------------------------------------------------------------------------
+    def audit(self) -> None:
+        cp = self.cluster.control_plane
+        rng = stream_rng(self.o.seed, "audit")
+        rate = self.o.audit_events_per_node_s * len(self.cluster.nodes)
+        records = background_events(self.cluster, self.t0, self.t1, rate, rng) + self.attack_audit
+        records.sort(key=lambda r: r.ts_ns)
+        units = encode_audit(records)
+        by_id = {a.id: a for a in self.report.attacks}
+        for i, rec in enumerate(records):
+            if rec.tag in by_id:
+                a = by_id[rec.tag]
+                a.seq_ids.append(f"audit:{i}")
+                if rec.event["auditID"] not in a.audit_ids:
+                    a.audit_ids.append(rec.event["auditID"])
+        ts = np.array([r.ts_ns for r in records], dtype=np.int64)
+        path = self.root / cp.name / "var/log/kubernetes/audit/audit.log"
+        result = write_audit_log(
+            path, units, ts, self.o.audit_rotate_bytes, self.o.audit_keep, self.o.audit_compress
+        )
+        self._account("audit", "audit", cp, "audit", result)
+        self.report.streams["audit"].lines = len(units)
+        policy = self.root / cp.name / "etc/kubernetes/audit-policy.yaml"
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        policy.write_text(POLICY_YAML)
+
+    def run(self) -> SimulationReport:
+        for c in self.cluster.containers:
+            self.container(c)
+        for node in self.cluster.nodes:
+            self.node_logs(node)
+        self.audit()
+        for a in self.report.attacks:
+            a.seq_ids.sort(key=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])))
+        return self.report
+
+
+def _take(items: list[str], order: np.ndarray) -> list[str]:
+    return [items[k] for k in order.tolist()]
+
+
+def _priority(msg: str) -> str:
+    head = msg[:1]
+    if head in ("E", "F") or "level=error" in msg[:80]:
+        return "3"
+    if head == "W" or "level=warning" in msg[:80]:
+        return "4"
+    return "6"
+
+
+def simulate_batch(root: Path | str, options: SimulationOptions | None = None) -> SimulationReport:
+    """Write the simulated cluster under ``root`` and return what was written (also ``manifest.json``)."""
+    started = time.perf_counter()
+    root = Path(root)
+    prepare_root(root)
+    report = _Batch(root, options or SimulationOptions()).run()
+    report.write()
+    report.seconds = time.perf_counter() - started
+    return report
