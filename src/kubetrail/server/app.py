@@ -45,7 +45,7 @@ def default_parser(cfg: KubetrailConfig) -> ChunkParser:
         parsing_cls = importlib.import_module("kubetrail.formats.dispatch").Parsing
     except (ImportError, AttributeError) as exc:
         raise ConfigError([("formats", f"kubetrail.formats.dispatch is not available: {exc}")]) from None
-    parser: ChunkParser = parsing_cls()
+    parser: ChunkParser = parsing_cls(cfg.section("formats"))
     return parser
 
 
@@ -55,10 +55,7 @@ def default_store(cfg: KubetrailConfig) -> StoreLike:
         store_cls = importlib.import_module("kubetrail.store").Store
     except (ImportError, AttributeError) as exc:
         raise ConfigError([("store", f"kubetrail.store.Store is not available: {exc}")]) from None
-    try:
-        section = cfg.section("store")
-    except KeyError:
-        section = None
+    section = cfg.section("store")
     store: StoreLike = store_cls(cfg.data_dir / "store", section)
     return store
 
@@ -112,6 +109,7 @@ class KubetrailServer:
             metrics=self.metrics,
             cluster_name=self.cfg.cluster.name,
             flush_interval_secs=s.store_flush_interval_secs,
+            state_hold_secs=self._state_hold_secs(),
             max_batch_bytes=s.max_batch_bytes,
         )
         self.replayed = await self.pipeline.replay()
@@ -136,6 +134,14 @@ class KubetrailServer:
         self._tasks.append(asyncio.get_running_loop().create_task(serve_http(self.api, api_started)))
         await api_started.wait()
         self.ready = True
+
+    def _state_hold_secs(self) -> float:
+        """How long parser state may hold bytes back: the formats' partial timeout plus margin."""
+        try:
+            timeout = float(self.cfg.section("formats").partial_timeout_secs)
+        except (KeyError, AttributeError):
+            timeout = 5.0
+        return timeout + 2 * self.settings.store_flush_interval_secs
 
     def _api_app(self) -> Starlette:
         async def healthz(request: Request) -> Response:

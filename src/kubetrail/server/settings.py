@@ -93,7 +93,9 @@ class ServerConfig(_Model):
         256 << 20, gt=0, description="Bytes accepted but not yet stored; above: 429."
     )
     retry_after_secs: float = Field(1.0, gt=0, description="Retry-After sent with 429/503.")
-    store_flush_interval_secs: float = Field(2.0, gt=0, description="Flush the store, then truncate the WAL.")
+    store_flush_interval_secs: float = Field(
+        10.0, gt=0, description="Flush the store, then checkpoint (truncate) the WAL, this often."
+    )
     max_batch_bytes: int = Field(8 << 20, gt=0, description="Records the pipeline parses together.")
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
     rate_limit: RateLimitConfig | None = Field(None, description="Per-client rate limit (off when unset).")
