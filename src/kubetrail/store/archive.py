@@ -43,8 +43,9 @@ def open_object_store(cfg: ArchiveConfig, store_root: Path) -> Any:
             options["access_key_id"] = cfg.access_key_id
         if cfg.secret_access_key:
             options["secret_access_key"] = cfg.secret_access_key
-        client = {"allow_http": True} if cfg.allow_http else None
-        return S3Store(bucket, prefix=prefix or None, client_options=client, **options)
+        if cfg.allow_http:
+            options["client_options"] = {"allow_http": True}
+        return S3Store(bucket, prefix=prefix or None, **options)
     raise StorageError(f"unsupported archive url {url!r} (use file:///dir or s3://bucket/prefix)")
 
 

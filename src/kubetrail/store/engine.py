@@ -87,7 +87,8 @@ class QueryRun:
         parts = []
         if scan.files:
             files = ", ".join(sql_literal(f) for f in scan.files)
-            parts.append(f"SELECT * FROM read_parquet([{files}], union_by_name = true){where}")
+            source = f"read_parquet([{files}], union_by_name = true, hive_partitioning = false)"
+            parts.append(f"SELECT * FROM {source}{where}")
         parts.append(f"SELECT * FROM __tail{where}")
         self.con.execute(f'CREATE TEMP VIEW "{relation}" AS ' + " UNION ALL BY NAME ".join(parts))
         # Sandbox: the query may read the selected segments and nothing else on disk or the network.
