@@ -149,6 +149,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.outputs.file",
     "kubetrail.receivers.agent",
     "kubetrail.receivers.fluent_forward",
+    "kubetrail.receivers.audit_webhook",
 )
 _loaded = False
 

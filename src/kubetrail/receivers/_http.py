@@ -29,6 +29,7 @@ from kubetrail.server.settings import LimitsConfig, TLSConfig
 __all__ = [
     "HttpReceiver",
     "bearer_token",
+    "decompress_body",
     "error_response",
     "read_body",
     "serve_http",
@@ -125,6 +126,17 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise LimitExceeded("request body too large", max_body_bytes=max_bytes)
         parts.append(part)
     return b"".join(parts)
+
+
+def decompress_body(body: bytes, encoding: str | None, limits: LimitsConfig) -> bytes:
+    """Undo ``Content-Encoding`` (gzip, zstd, lz4, identity) within ``max_decompressed_bytes``."""
+    from kubetrail.receivers.agent_protocol import decompress
+    from kubetrail.receivers.fluent_forward import gunzip_members
+
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return gunzip_members(body, limits.max_decompressed_bytes)
+    return decompress(body, encoding, limits.max_decompressed_bytes)
 
 
 def error_response(exc: BaseException, retry_after_secs: float = 1.0) -> Response:
