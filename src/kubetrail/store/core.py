@@ -81,6 +81,7 @@ class CompiledLike(Protocol):
 
     sql: str
     needles: Sequence[tuple[str, str]]
+    params: Sequence[object]
 
 
 class SearchResult:
@@ -273,11 +274,13 @@ class Store:
     def open_query(self, scan: ScanSet) -> QueryRun:
         return QueryRun(scan, self.config.limits)
 
-    def compile(self, query: str | CompiledLike | None, where: str | None = None) -> tuple[str, list[Any]]:
-        """(SQL over ``logs``, needles) for a query text, a compiled query or a raw WHERE clause."""
-        if query is None or (isinstance(query, str) and query.strip() in ("", "*")):
+    def compile(
+        self, query: str | CompiledLike | None, where: str | None = None
+    ) -> tuple[str, list[Any], list[object]]:
+        """(SQL over ``logs``, needles, parameters) for a query text, a compiled query or a WHERE."""
+        if query is None or (isinstance(query, str) and query.strip() in ("", "*") and not where):
             cond = f" WHERE {where}" if where else ""
-            return f'SELECT * FROM logs{cond} ORDER BY "@timestamp" DESC', []
+            return f'SELECT * FROM logs{cond} ORDER BY "@timestamp" DESC', [], []
         compiled: CompiledLike
         if isinstance(query, str):
             compile_query = _query_api("compile_query")
@@ -286,7 +289,7 @@ class Store:
             compiled = compile_query(query)
         else:
             compiled = query
-        return str(compiled.sql), list(compiled.needles)
+        return str(compiled.sql), list(compiled.needles), list(getattr(compiled, "params", ()) or ())
 
     def search(
         self,
@@ -302,12 +305,14 @@ class Store:
     ) -> SearchResult:
         """Run a search over segments + tail; raises ``QueryError`` (and its timeout subclasses)."""
         started = time.monotonic()
-        sql, compiled_needles = self.compile(query, where)
+        if isinstance(query, str) and query.strip() not in ("", "*"):
+            query = self._compile_text(query)
+        sql, compiled_needles, params = self.compile(query, where)
         since, until = self._time_range(query, since, until)
         scan = self.scan_set(since, until, [*compiled_needles, *needles], include_archive, prune=prune)
         run = self.open_query(scan)
         try:
-            table = run.table(sql, max_rows=limit, timeout_secs=timeout)
+            table = run.table(sql, max_rows=limit, timeout_secs=timeout, params=params)
         finally:
             run.close()
         return SearchResult(table, len(scan.files), scan.segments_total, time.monotonic() - started)
@@ -322,21 +327,33 @@ class Store:
         include_archive: bool = False,
     ) -> Iterator[pa.RecordBatch]:
         """Stream a search's rows batch by batch (the HTTP API's NDJSON)."""
-        sql, compiled_needles = self.compile(query)
+        if isinstance(query, str) and query.strip() not in ("", "*"):
+            query = self._compile_text(query)
+        sql, compiled_needles, params = self.compile(query)
         since, until = self._time_range(query, since, until)
         run = self.open_query(self.scan_set(since, until, compiled_needles, include_archive))
         try:
-            yield from run.batches(sql, max_rows=limit, timeout_secs=timeout)
+            yield from run.batches(sql, max_rows=limit, timeout_secs=timeout, params=params)
         finally:
             run.close()
 
     @staticmethod
+    def _compile_text(text: str) -> CompiledLike:
+        compile_query = _query_api("compile_query")
+        if compile_query is None:
+            raise QueryError("the query language is not installed; use where= or sql()")
+        compiled: CompiledLike = compile_query(text)
+        return compiled
+
+    @staticmethod
     def _time_range(query: Any, since: Any, until: Any) -> tuple[int | None, int | None]:
-        """Intersect the caller's range with the one the query itself states."""
+        """Intersect the caller's range with the one the query itself states (inclusive end)."""
         lo, hi = to_ns(since), to_ns(until)
         q_range = getattr(query, "time_range", None)
-        if q_range:
-            q_lo, q_hi = (to_ns(v) for v in q_range)
+        if q_range is not None:
+            q_lo = to_ns(getattr(q_range, "start", None))
+            q_hi = to_ns(getattr(q_range, "end", None))
+            q_hi = None if q_hi is None else q_hi + 1
             if q_lo is not None:
                 lo = q_lo if lo is None else max(lo, q_lo)
             if q_hi is not None:
@@ -412,13 +429,17 @@ _FORBIDDEN = re.compile(
 
 
 def _query_api(name: str) -> Any:
-    """A function of ``kubetrail.query`` (written in parallel), or None while it is absent."""
+    """A function of the query language package, or None when it is absent."""
     import importlib
 
-    try:
-        return getattr(importlib.import_module("kubetrail.query"), name, None)
-    except ImportError:
-        return None
+    for module in ("kubetrail.query", "kubetrail.query.validate"):
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 def validate_read_only(text: str) -> None:

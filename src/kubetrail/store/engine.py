@@ -137,12 +137,19 @@ class QueryRun:
             return QueryError(f"query exceeded the memory limit {self.limits.memory_limit}: {exc}")
         return QueryError(f"query failed: {exc}", query=sql)
 
-    def table(self, sql: str, max_rows: int | None = None, timeout_secs: float | None = None) -> pa.Table:
+    def table(
+        self,
+        sql: str,
+        max_rows: int | None = None,
+        timeout_secs: float | None = None,
+        params: Sequence[object] = (),
+    ) -> pa.Table:
         """Run ``sql`` and return at most ``max_rows`` rows; ``.schema.metadata`` says truncated."""
         cap = min(max_rows or self.limits.max_rows, self.limits.max_rows)
         self._start_timer(timeout_secs)
         try:
-            result = self.con.sql(f"SELECT * FROM ({sql}) AS __q LIMIT {cap + 1}").to_arrow_table()
+            wrapped = f"SELECT * FROM ({sql}) AS __q LIMIT {cap + 1}"
+            result = self.con.sql(wrapped, params=list(params) or None).to_arrow_table()
         except duckdb.Error as exc:
             raise self._translate(exc, sql) from None
         finally:
@@ -153,13 +160,19 @@ class QueryRun:
         return result.replace_schema_metadata({b"kubetrail.truncated": b"1" if truncated else b"0"})
 
     def batches(
-        self, sql: str, max_rows: int | None = None, timeout_secs: float | None = None, batch_rows: int = 8192
+        self,
+        sql: str,
+        max_rows: int | None = None,
+        timeout_secs: float | None = None,
+        batch_rows: int = 8192,
+        params: Sequence[object] = (),
     ) -> Iterator[pa.RecordBatch]:
         """Stream the result (for NDJSON responses); the time limit covers the whole iteration."""
         cap = min(max_rows or self.limits.max_rows, self.limits.max_rows)
         self._start_timer(timeout_secs)
         try:
-            reader = self.con.sql(f"SELECT * FROM ({sql}) AS __q LIMIT {cap}").to_arrow_reader(batch_rows)
+            wrapped = f"SELECT * FROM ({sql}) AS __q LIMIT {cap}"
+            reader = self.con.sql(wrapped, params=list(params) or None).to_arrow_reader(batch_rows)
             yield from reader
         except duckdb.Error as exc:
             raise self._translate(exc, sql) from None
