@@ -150,6 +150,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.receivers.agent",
     "kubetrail.receivers.fluent_forward",
     "kubetrail.receivers.audit_webhook",
+    "kubetrail.receivers.syslog",
 )
 _loaded = False
 
