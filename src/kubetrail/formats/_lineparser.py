@@ -27,7 +27,8 @@ from kubetrail.chunk import Chunk, Origin
 from kubetrail.formats._flags import Flags
 from kubetrail.formats._times import bisect_failures, now_ns
 from kubetrail.formats.base import Parser
-from kubetrail.formats.lines import split_lines
+from kubetrail.formats.kernels import slice_ranges
+from kubetrail.formats.lines import find_lines
 from kubetrail.schema import SCHEMA, TIMESTAMP, conform, empty_batch
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "LineParser", "Rows", "decode_lines", "event_ids"]
@@ -99,11 +100,15 @@ def decode_lines(lines: pa.Array, flags: Flags) -> pa.StringArray:
             flags.add_rows("invalid_utf8", bad, [f"{d} replaced by U+FFFD" for d in details])
         else:
             text = lines.cast(pa.string())
-    if len(text) and pc.any(pc.match_substring(text, "\x00")).as_py():
+    data = text.buffers()[2]
+    raw = data.to_pybytes() if data is not None else b""
+    if b"\x00" in raw:  # cheap whole-buffer scan first; the per-row kernel only when needed
         has_nul = pc.match_substring(text, "\x00")
         flags.add("nul_byte", has_nul, "NUL byte(s) replaced by U+FFFD")
         text = pc.replace_substring(text, "\x00", "\ufffd")
-    return pc.utf8_rtrim(text, characters="\r")
+    if b"\r" in raw:
+        text = pc.utf8_rtrim(text, characters="\r")
+    return text
 
 
 class LineParser(Parser):
@@ -182,9 +187,10 @@ class LineParser(Parser):
                 total = len(tail.head) + tail.dropped + newline
                 carried = (tail.head[: self.max_line_bytes], tail.start, total)
                 data, base = data[newline + 1 :], base + newline + 1
-        split = split_lines(data)
-        lines: pa.Array = split.lines
-        offsets = np.asarray(split.offsets.to_numpy(), dtype=np.int64) + base
+        starts, ends, tail_start = find_lines(data)
+        lines: pa.Array = slice_ranges(data, starts, ends)
+        offsets = starts + base
+        rest = data[tail_start:]
         if carried is not None:
             lines = pa.concat_arrays([pa.array([carried[0]], pa.binary()), lines])
             offsets = np.concatenate([np.array([carried[1]], np.int64), offsets])
@@ -203,8 +209,7 @@ class LineParser(Parser):
                 )
         if continues_orphan and len(lines) and carried is None:
             framed.flag("truncated", 0, "rest of a line whose start was flushed earlier")
-        if split.tail:
-            rest = split.tail
+        if rest:
             self._tails[key] = _Tail(
                 origin,
                 base + len(data) - len(rest),

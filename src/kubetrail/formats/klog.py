@@ -29,7 +29,7 @@ from kubetrail.formats._times import fraction_to_ns, infer_year, now_ns, ns_to_t
 from kubetrail.formats.base import register_parser
 from kubetrail.schema import TIMESTAMP
 
-__all__ = ["CONTROL_PLANE_COMPONENTS", "KlogParser", "klog_columns", "parse_klog_messages"]
+__all__ = ["CONTROL_PLANE_COMPONENTS", "KlogParser", "apply_klog", "klog_columns", "parse_klog_messages"]
 
 KLOG_HEADER = (
     r"(?s)^(?P<sev>[IWEF])(?P<mo>\d\d)(?P<day>\d\d) "
@@ -146,62 +146,84 @@ class KlogParser(LineParser):
         return Rows(columns, flags)
 
 
-def parse_klog_messages(batch: pa.RecordBatch, now: datetime | None = None) -> pa.RecordBatch:
-    """Upgrade rows whose ``message`` is a klog line: message, level, time, pid, source, attributes.
+def apply_klog(
+    columns: dict[str, pa.Array], reference_ns: np.ndarray, klog_key: str | None = None
+) -> dict[str, pa.Array]:
+    """Upgrade the rows of ``columns`` whose ``message`` is a klog line (other rows unchanged).
 
-    Rows that are no klog line are returned unchanged. The year of each klog time is the one
-    nearest the row's existing ``@timestamp`` (e.g. the CRI time), or ``now`` when it has none; an
-    impossible klog date keeps the existing ``@timestamp``. Structured pairs are merged into any
-    existing ``attributes`` object (the klog pairs win on a clash).
+    The klog time replaces ``@timestamp`` (its year nearest ``reference_ns``) unless the date is
+    impossible. Structured pairs are merged into ``attributes`` (a JSON object): at the top level,
+    or under ``klog_key`` when the attributes hold something else (a whole journal entry).
+    """
+    message = columns.get("message")
+    if message is None or len(message) == 0:
+        return columns
+    parsed, matched, bad_ts = klog_columns(pc.fill_null(message, ""), reference_ns)
+    if not pc.any(matched).as_py():
+        return columns
+    out = dict(columns)
+    good_ts = pc.and_(matched, pc.invert(bad_ts))
+    masks = {"@timestamp": good_ts}
+    for name in (
+        "message",
+        "log.level",
+        "@timestamp",
+        "process.pid",
+        "log.origin.file.name",
+        "log.origin.file.line",
+    ):
+        old = out.get(name)
+        new = parsed[name]
+        mask = masks.get(name, matched)
+        base = old.cast(new.type) if old is not None else pa.nulls(len(new), new.type)
+        out[name] = pc.if_else(mask, new, base)
+    if "attributes" in parsed:
+        out["attributes"] = _merge_attributes(out.get("attributes"), parsed["attributes"], klog_key)
+    return out
+
+
+def parse_klog_messages(batch: pa.RecordBatch, now: datetime | None = None) -> pa.RecordBatch:
+    """Upgrade rows of a full-schema batch whose ``message`` is a klog line.
+
+    For control-plane static pods after CRI parsing: message, level, time, pid, source file:line,
+    structured attributes. Rows that are no klog line are returned unchanged. The year of each klog
+    time is the one nearest the row's existing ``@timestamp`` (the CRI time), or ``now`` when it has
+    none; an impossible klog date keeps the existing ``@timestamp``. Structured pairs are merged into
+    an existing ``attributes`` object (the klog pairs win on a clash).
     """
     if batch.num_rows == 0 or "message" not in batch.schema.names:
         return batch
-    message = batch.column("message")
     fallback = now_ns(now)
-    existing_ts = batch.column("@timestamp") if "@timestamp" in batch.schema.names else None
-    if existing_ts is not None:
-        ref = to_ns(existing_ts.cast(TIMESTAMP).cast(pa.int64()))
+    if "@timestamp" in batch.schema.names:
+        ref = to_ns(batch.column("@timestamp").cast(TIMESTAMP).cast(pa.int64()))
         ref = np.where(ref == -1, fallback, ref)
     else:
         ref = np.full(batch.num_rows, fallback, dtype=np.int64)
-    columns, matched, bad_ts = klog_columns(pc.fill_null(message, ""), ref)
-    if not pc.any(matched).as_py():
-        return batch
-    good_ts = pc.and_(matched, pc.invert(bad_ts))
-    updates = {
-        "message": (matched, columns["message"]),
-        "log.level": (matched, columns["log.level"]),
-        "@timestamp": (good_ts, columns["@timestamp"]),
-        "process.pid": (matched, columns["process.pid"]),
-        "log.origin.file.name": (matched, columns["log.origin.file.name"]),
-        "log.origin.file.line": (matched, columns["log.origin.file.line"]),
-    }
-    if "attributes" in columns:
-        updates["attributes"] = (
-            pc.is_valid(columns["attributes"]),
-            _merge_attributes(batch, columns["attributes"]),
-        )
-    for name, (mask, values) in updates.items():
-        if name not in batch.schema.names:
-            continue
-        i = batch.schema.get_field_index(name)
-        old = batch.column(i)
-        new = pc.if_else(mask, values.cast(old.type), old)
-        batch = batch.set_column(i, batch.schema.field(i), new)
+    names = batch.schema.names
+    columns = {name: batch.column(name) for name in names}
+    upgraded = apply_klog(columns, ref)
+    for name, values in upgraded.items():
+        if name in names and values is not columns.get(name):
+            i = names.index(name)
+            batch = batch.set_column(i, batch.schema.field(i), values.cast(batch.schema.field(i).type))
     return batch
 
 
-def _merge_attributes(batch: pa.RecordBatch, new: pa.Array) -> pa.Array:
-    if "attributes" not in batch.schema.names:
+def _merge_attributes(old: pa.Array | None, new: pa.Array, key: str | None) -> pa.Array:
+    if key is not None:
+        new = pc.if_else(
+            pc.is_valid(new),
+            pc.binary_join_element_wise(f'{{"{key}":', new, "}", ""),
+            pa.scalar(None, pa.string()),
+        )
+    if old is None:
         return new
-    old = batch.column("attributes")
     both = pc.and_(pc.is_valid(old), pc.is_valid(new))
     if not pc.any(both).as_py():
         return pc.coalesce(new, old)
-    table = pa.table({"old": old, "new": new})
     merged = _duck.run(
         "SELECT CASE WHEN old IS NOT NULL AND new IS NOT NULL AND json_valid(old) "
         "THEN json_merge_patch(old, new)::VARCHAR ELSE coalesce(new, old) END AS m FROM t",
-        t=table,
+        t=pa.table({"old": old, "new": new}),
     )
     return merged["m"].combine_chunks()
