@@ -24,7 +24,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules with a ``register(app: typer.Typer) -> None`` that adds a part's commands.
-COMMAND_MODULES: tuple[str, ...] = ("kubetrail.server.cli", "kubetrail.simulate.cli", "kubetrail.detect.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "kubetrail.server.cli",
+    "kubetrail.simulate.cli",
+    "kubetrail.detect.cli",
+    "kubetrail.store.cli",
+)
 
 
 @app.callback()
