@@ -5,6 +5,7 @@ humans and CD tools doing ordinary work. Nothing here resembles the scripted att
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kubetrail.simulate.cluster import Cluster, new_uid
+from kubetrail.simulate.cluster import Cluster, uid_from_bits
 from kubetrail.simulate.timefmt import NS, micro_time
 
 __all__ = [
@@ -216,16 +217,16 @@ def background_events(
     """Control-plane noise at ``rate_per_s`` events per second between ``t0`` and ``t1`` (epoch ns)."""
     n = int(rng.poisson(rate_per_s * (t1 - t0) / NS))
     times = np.sort(rng.integers(t0, t1, n))
-    actors: list[tuple[float, Callable[[int, np.random.Generator], AuditRecord]]] = []
+    actors: list[tuple[float, Callable[[int, random.Random], AuditRecord]]] = []
     cp = cluster.control_plane
     api_ip = cp.ip
     pods = [c for c in cluster.containers if not c.static]
 
-    def ids(r: np.random.Generator) -> str:
-        return new_uid(r)
+    def ids(r: random.Random) -> str:
+        return uid_from_bits(r.getrandbits(128))
 
-    def lease(t: int, r: np.random.Generator) -> AuditRecord:
-        node = cluster.nodes[int(r.integers(0, len(cluster.nodes)))]
+    def lease(t: int, r: random.Random) -> AuditRecord:
+        node = cluster.nodes[r.randrange(0, len(cluster.nodes))]
         return make_event(
             ts_ns=t,
             audit_id=ids(r),
@@ -243,8 +244,8 @@ def background_events(
             | {"authorization.k8s.io/reason": ""},
         )
 
-    def node_status(t: int, r: np.random.Generator) -> AuditRecord:
-        node = cluster.nodes[int(r.integers(0, len(cluster.nodes)))]
+    def node_status(t: int, r: random.Random) -> AuditRecord:
+        node = cluster.nodes[r.randrange(0, len(cluster.nodes))]
         body = {
             "status": {
                 "conditions": [
@@ -271,9 +272,9 @@ def background_events(
             annotations={"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""},
         )
 
-    def node_reads(t: int, r: np.random.Generator) -> AuditRecord:
-        c = pods[int(r.integers(0, len(pods)))]
-        res = ("configmaps", "secrets", "pods")[int(r.integers(0, 3))]
+    def node_reads(t: int, r: random.Random) -> AuditRecord:
+        c = pods[r.randrange(0, len(pods))]
+        res = ("configmaps", "secrets", "pods")[r.randrange(0, 3)]
         name = (
             "kube-root-ca.crt"
             if res == "configmaps"
@@ -292,15 +293,15 @@ def background_events(
             annotations={"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""},
         )
 
-    def controller(t: int, r: np.random.Generator) -> AuditRecord:
-        res, group, ver = _WATCHED[int(r.integers(0, len(_WATCHED)))]
-        verb = ("list", "watch", "watch")[int(r.integers(0, 3))]
+    def controller(t: int, r: random.Random) -> AuditRecord:
+        res, group, ver = _WATCHED[r.randrange(0, len(_WATCHED))]
+        verb = ("list", "watch", "watch")[r.randrange(0, 3)]
         sa = (
             "replicaset-controller",
             "deployment-controller",
             "endpointslice-controller",
             "generic-garbage-collector",
-        )[int(r.integers(0, 4))]
+        )[r.randrange(0, 4)]
         user = {"username": "system:kube-controller-manager", "groups": ["system:authenticated"]}
         return make_event(
             ts_ns=t,
@@ -313,7 +314,7 @@ def background_events(
             source_ips=[api_ip],
             user_agent=_KCM_UA.format("shared-informers" if verb == "watch" else sa),
             stage="ResponseStarted" if verb == "watch" and r.random() < 0.5 else "ResponseComplete",
-            latency_ns=int(r.integers(1, 400)) * NS if verb == "watch" else 2_000_000,
+            latency_ns=r.randrange(1, 400) * NS if verb == "watch" else 2_000_000,
             annotations=allow(
                 "ClusterRoleBinding",
                 "system:kube-controller-manager",
@@ -322,8 +323,8 @@ def background_events(
             ),
         )
 
-    def leader(t: int, r: np.random.Generator) -> AuditRecord:
-        comp = ("kube-scheduler", "kube-controller-manager")[int(r.integers(0, 2))]
+    def leader(t: int, r: random.Random) -> AuditRecord:
+        comp = ("kube-scheduler", "kube-controller-manager")[r.randrange(0, 2)]
         user = {"username": f"system:{comp}", "groups": ["system:authenticated"]}
         return make_event(
             ts_ns=t,
@@ -341,8 +342,8 @@ def background_events(
             ),
         )
 
-    def scheduler(t: int, r: np.random.Generator) -> AuditRecord:
-        c = pods[int(r.integers(0, len(pods)))]
+    def scheduler(t: int, r: random.Random) -> AuditRecord:
+        c = pods[r.randrange(0, len(pods))]
         user = {"username": "system:kube-scheduler", "groups": ["system:authenticated"]}
         body = {
             "kind": "Binding",
@@ -378,8 +379,8 @@ def background_events(
             ),
         )
 
-    def health(t: int, r: np.random.Generator) -> AuditRecord:
-        path = ("/livez", "/readyz", "/healthz")[int(r.integers(0, 3))]
+    def health(t: int, r: random.Random) -> AuditRecord:
+        path = ("/livez", "/readyz", "/healthz")[r.randrange(0, 3)]
         user = {"username": "system:anonymous", "groups": ["system:unauthenticated"]}
         return make_event(
             ts_ns=t,
@@ -398,10 +399,10 @@ def background_events(
             ),
         )
 
-    def human(t: int, r: np.random.Generator) -> AuditRecord:
-        c = pods[int(r.integers(0, len(pods)))]
+    def human(t: int, r: random.Random) -> AuditRecord:
+        c = pods[r.randrange(0, len(pods))]
         ns = c.namespace if c.namespace in _APP_NS else "shop"
-        choice = int(r.integers(0, 4))
+        choice = r.randrange(0, 4)
         res, group, name, sub, verb = [
             ("pods", "", "", "", "list"),
             ("pods", "", c.pod, "log", "get"),
@@ -424,9 +425,9 @@ def background_events(
             annotations=allow("RoleBinding", "dev-team-view", "view", 'Group "dev-team"'),
         )
 
-    def argocd(t: int, r: np.random.Generator) -> AuditRecord:
-        ns = _APP_NS[int(r.integers(0, 2))]
-        dep = ("cart", "orders", "catalog", "payments-api")[int(r.integers(0, 4))]
+    def argocd(t: int, r: random.Random) -> AuditRecord:
+        ns = _APP_NS[r.randrange(0, 2)]
+        dep = ("cart", "orders", "catalog", "payments-api")[r.randrange(0, 4)]
         user = sa_user("argocd", "argocd-application-controller", "5a4d2b1c-0e9f-4d8a-9b7c-6f5e4d3c2b1a")
         body = {
             "metadata": {
@@ -453,8 +454,8 @@ def background_events(
             ),
         )
 
-    def events_create(t: int, r: np.random.Generator) -> AuditRecord:
-        c = pods[int(r.integers(0, len(pods)))]
+    def events_create(t: int, r: random.Random) -> AuditRecord:
+        c = pods[r.randrange(0, len(pods))]
         body = {
             "kind": "Event",
             "apiVersion": "v1",
@@ -478,9 +479,9 @@ def background_events(
             annotations={"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""},
         )
 
-    def sa_app(t: int, r: np.random.Generator) -> AuditRecord:
+    def sa_app(t: int, r: random.Random) -> AuditRecord:
         fe = [c for c in pods if c.namespace == "shop" and c.name == "cart"] or pods
-        c = fe[int(r.integers(0, len(fe)))]
+        c = fe[r.randrange(0, len(fe))]
         user = sa_user("shop", "cart", "0b9e6a4c-7d21-4f5e-8a3b-2c1d0e9f8a7b", c.node.name, c.pod, c.pod_uid)
         return make_event(
             ts_ns=t,
@@ -495,9 +496,9 @@ def background_events(
             annotations=allow("RoleBinding", "cart", "cart-config-reader", 'ServiceAccount "cart/shop"'),
         )
 
-    def prometheus(t: int, r: np.random.Generator) -> AuditRecord:
-        res = ("pods", "endpoints", "services", "nodes")[int(r.integers(0, 4))]
-        verb = ("list", "watch")[int(r.integers(0, 2))]
+    def prometheus(t: int, r: random.Random) -> AuditRecord:
+        res = ("pods", "endpoints", "services", "nodes")[r.randrange(0, 4)]
+        verb = ("list", "watch")[r.randrange(0, 2)]
         user = sa_user("monitoring", "prometheus", "7c6b5a49-3827-4615-9a0b-1c2d3e4f5a6b")
         return make_event(
             ts_ns=t,
@@ -507,7 +508,7 @@ def background_events(
             user=user,
             source_ips=["10.244.2.14"],
             user_agent="prometheus/v2.55.1",
-            latency_ns=int(r.integers(1, 300)) * NS if verb == "watch" else 4_000_000,
+            latency_ns=r.randrange(1, 300) * NS if verb == "watch" else 4_000_000,
             annotations=allow(
                 "ClusterRoleBinding", "prometheus", "prometheus", 'ServiceAccount "prometheus/monitoring"'
             ),
@@ -529,7 +530,9 @@ def background_events(
     ]
     weights = np.array([w for w, _ in actors], dtype=float)
     which = rng.choice(len(actors), size=n, p=weights / weights.sum()).tolist()
-    return [actors[k][1](int(t), rng) for k, t in zip(which, times.tolist(), strict=True)]
+    # Per-event scalars come from ``random.Random`` (seeded from ``rng``): far cheaper than numpy scalars.
+    r = random.Random(int(rng.integers(0, 2**63)))
+    return [actors[k][1](int(t), r) for k, t in zip(which, times.tolist(), strict=True)]
 
 
 def encode_audit(records: list[AuditRecord], stream: str = "audit") -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kubetrail.simulate import system
+from kubetrail.simulate import arrowtext, system
 from kubetrail.simulate.attacks import Injection, plan_attacks
 from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, background_events, encode_audit
 from kubetrail.simulate.cluster import Cluster, Container, Node, build_cluster
@@ -28,9 +28,9 @@ from kubetrail.simulate.rotation import (
     write_kubelet_log,
     write_plain,
 )
-from kubetrail.simulate.timefmt import NS, parse_start, rfc3339_nano
+from kubetrail.simulate.timefmt import NS, parse_start
 from kubetrail.simulate.workloads import big_line, render
-from kubetrail.simulate.writers import add_seq, encode_cri, encode_docker, encode_journal, encode_plain
+from kubetrail.simulate.writers import add_seq, encode_cri, encode_docker, encode_journal
 
 __all__ = ["container_log_paths", "prepare_root", "simulate_batch", "stream_rng"]
 
@@ -144,7 +144,7 @@ class _Batch:
             tags = _take([""] * len(line_ts) + [i.tag for i in inj], order)
             line_ts = all_ts[order]
         line_ts = np.maximum.accumulate(line_ts) if len(line_ts) else line_ts
-        msgs = add_seq(msgs, json, c.stream)
+        numbered = arrowtext.with_seq(arrowtext.to_arrow(msgs), json, c.stream)
         if tags is not None:
             self._evidence(tags, c.stream)
         cut = len(msgs)
@@ -152,19 +152,26 @@ class _Batch:
             cut = int(np.searchsorted(line_ts, self.t0 + int(c.restart_at * span)))
         layer = "controlplane" if c.static else "container"
         bounds = [(0, cut), (cut, len(msgs))] if c.restart_at is not None else [(0, cut)]
+        all_times = arrowtext.rfc3339_nano(line_ts)
         for restart, (a, b) in enumerate(bounds):
-            times = rfc3339_nano(line_ts[a:b])
+            times = all_times.slice(a, b - a)
             pods_path, link = container_log_paths(self.root, c, restart)
             if c.node.runtime == "docker":
                 cid = c.ids[restart]
                 real = self.root / c.node.name / "var/lib/docker/containers" / cid / f"{cid}-json.log"
-                units = encode_docker(times, stderr[a:b], msgs[a:b])
+                texts = [
+                    x.decode("utf-8", "replace") if isinstance(x, bytes) else x
+                    for x in numbered.slice(a, b - a).to_pylist()
+                ]
+                units = arrowtext.to_arrow(encode_docker(times.to_pylist(), stderr[a:b], texts))
                 result = write_docker_log(real, units, self.o.rotate_bytes, self.o.rotate_keep)
                 pods_path.parent.mkdir(parents=True, exist_ok=True)
                 _symlink(pods_path, real)
                 fmt = "docker"
             else:
-                units = encode_cri(times, stderr[a:b], msgs[a:b], rng, self.o.partial_split_prob)
+                units = encode_cri(
+                    times, stderr[a:b], numbered.slice(a, b - a), rng, self.o.partial_split_prob
+                )
                 result = write_kubelet_log(
                     pods_path, units, line_ts[a:b], self.o.rotate_bytes, self.o.rotate_keep
                 )
@@ -213,7 +220,8 @@ class _Batch:
             if not name.startswith("journal"):
                 path = base / "var/log" / ("syslog" if name == "syslog" else f"{name}.log")
                 fmt = "syslog" if name == "syslog" else ("klog" if name == "kubelet" else "logrus")
-                self._account("node", stream, node, fmt, write_plain(path, encode_plain(msgs)))
+                units = arrowtext.join(arrowtext.to_arrow(msgs), "\n")
+                self._account("node", stream, node, fmt, write_plain(path, units))
                 self.report.streams[stream].lines = len(msgs)
         jk, jc = made["journal.kubelet"], made["journal.containerd"]
         merged = np.argsort(np.concatenate([jk[0], jc[0]]), kind="stable")
@@ -243,9 +251,8 @@ class _Batch:
                 machine_id=node.machine_id,
                 boot_ns=boot_ns,
             )
-            self._account(
-                "node", stream, node, "journald", write_plain(base / "journal" / f"{ident}.json", units)
-            )
+            result = write_plain(base / "journal" / f"{ident}.json", arrowtext.to_arrow(units))
+            self._account("node", stream, node, "journald", result)
             self.report.streams[stream].lines = len(msgs)
 
     # -- audit -------------------------------------------------------------------------------------
@@ -255,7 +262,7 @@ class _Batch:
         rate = self.o.audit_events_per_node_s * len(self.cluster.nodes)
         records = background_events(self.cluster, self.t0, self.t1, rate, rng) + self.attack_audit
         records.sort(key=lambda r: r.ts_ns)
-        units = encode_audit(records)
+        units = arrowtext.to_arrow(encode_audit(records))
         by_id = {a.id: a for a in self.report.attacks}
         for i, rec in enumerate(records):
             if rec.tag in by_id:

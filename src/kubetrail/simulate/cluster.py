@@ -12,7 +12,7 @@ import numpy as np
 
 from kubetrail.simulate.options import SimulationOptions
 
-__all__ = ["Cluster", "Container", "Node", "build_cluster", "new_uid", "pod_suffix"]
+__all__ = ["Cluster", "Container", "Node", "build_cluster", "new_uid", "pod_suffix", "uid_from_bits"]
 
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand alphabet
 
@@ -71,10 +71,13 @@ class Cluster:
 
 def new_uid(rng: np.random.Generator) -> str:
     """A UUID (version 4 layout) from the seeded generator."""
-    b = bytearray(rng.bytes(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
+    return uid_from_bits(int.from_bytes(rng.bytes(16), "big"))
+
+
+def uid_from_bits(bits: int) -> str:
+    """A version-4 UUID string from 128 random bits."""
+    bits = (bits & ~(0xF << 76) | (0x4 << 76)) & ~(0x3 << 62) | (0x2 << 62)
+    h = f"{bits:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

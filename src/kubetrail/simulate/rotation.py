@@ -17,14 +17,14 @@ from __future__ import annotations
 import gzip
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
+from kubetrail.simulate.arrowtext import slice_bytes, unit_sizes
 from kubetrail.simulate.timefmt import NS
-from kubetrail.simulate.writers import to_bytes
 
 __all__ = [
     "AUDIT_ROTATED_RE",
@@ -89,18 +89,19 @@ def segments(sizes: np.ndarray, max_bytes: int, *, before: bool) -> list[tuple[i
     return out or [(0, 0)]
 
 
-def _write(path: Path, units: Sequence[str], compress: bool = False) -> WrittenFile:
-    data = to_bytes("".join(units))
+def _write(path: Path, units: pa.Array, start: int, end: int, compress: bool = False) -> WrittenFile:
+    """Write units ``start..end`` (Arrow values ending with ``\\n``) as one file in one write."""
+    data: bytes | memoryview = slice_bytes(units, start, end)
     if compress:
         data = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb", buffering=0) as f:
         f.write(data)
-    return WrittenFile(path, len(units), len(data))
+    return WrittenFile(path, end - start, len(data) if isinstance(data, bytes) else data.nbytes)
 
 
-def write_plain(path: Path, units: Sequence[str]) -> WriteResult:
-    return WriteResult([_write(path, units)])
+def write_plain(path: Path, units: pa.Array) -> WriteResult:
+    return WriteResult([_write(path, units, 0, len(units))])
 
 
 def _unique_names(times: list[int], name: object) -> list[str]:
@@ -115,10 +116,10 @@ def _unique_names(times: list[int], name: object) -> list[str]:
 
 
 def write_kubelet_log(
-    path: Path, units: Sequence[str], ts_ns: np.ndarray, max_bytes: int, max_files: int
+    path: Path, units: pa.Array, ts_ns: np.ndarray, max_bytes: int, max_files: int
 ) -> WriteResult:
     """``path`` is ``.../<restart>.log``; rotated siblings are named and compressed as kubelet does."""
-    sizes = np.fromiter(map(len, units), dtype=np.int64, count=len(units))
+    sizes = unit_sizes(units)
     segs = segments(sizes, max_bytes, before=False)
     result = WriteResult()
     rotated = segs[:-1]
@@ -131,16 +132,16 @@ def write_kubelet_log(
             result.deleted_units.append((a, b))
             continue
         gz = age > 0
-        result.files.append(_write(path.with_name(name + (".gz" if gz else "")), units[a:b], compress=gz))
+        result.files.append(_write(path.with_name(name + (".gz" if gz else "")), units, a, b, compress=gz))
     a, b = segs[-1]
-    result.files.append(_write(path, units[a:b]))
+    result.files.append(_write(path, units, a, b))
     return result
 
 
 def write_audit_log(
-    path: Path, units: Sequence[str], ts_ns: np.ndarray, max_bytes: int, max_backups: int, compress: bool
+    path: Path, units: pa.Array, ts_ns: np.ndarray, max_bytes: int, max_backups: int, compress: bool
 ) -> WriteResult:
-    sizes = np.fromiter(map(len, units), dtype=np.int64, count=len(units))
+    sizes = unit_sizes(units)
     segs = segments(sizes, max_bytes, before=True)
     result = WriteResult()
     rotated = segs[:-1]
@@ -150,14 +151,14 @@ def write_audit_log(
         if len(rotated) - 1 - k >= max_backups:
             result.deleted_units.append((a, b))
             continue
-        result.files.append(_write(path.with_name(name + (".gz" if compress else "")), units[a:b], compress))
+        result.files.append(_write(path.with_name(name + (".gz" if compress else "")), units, a, b, compress))
     a, b = segs[-1]
-    result.files.append(_write(path, units[a:b]))
+    result.files.append(_write(path, units, a, b))
     return result
 
 
-def write_docker_log(path: Path, units: Sequence[str], max_bytes: int, max_files: int) -> WriteResult:
-    sizes = np.fromiter(map(len, units), dtype=np.int64, count=len(units))
+def write_docker_log(path: Path, units: pa.Array, max_bytes: int, max_files: int) -> WriteResult:
+    sizes = unit_sizes(units)
     segs = segments(sizes, max_bytes, before=False)
     result = WriteResult()
     for k, (a, b) in enumerate(segs):
@@ -166,5 +167,5 @@ def write_docker_log(path: Path, units: Sequence[str], max_bytes: int, max_files
             result.deleted_units.append((a, b))
             continue
         target = path if age == 0 else path.with_name(f"{path.name}.{age}")
-        result.files.append(_write(target, units[a:b]))
+        result.files.append(_write(target, units, a, b))
     return result

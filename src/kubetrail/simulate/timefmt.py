@@ -71,7 +71,15 @@ def rfc3339_milli(ts_ns: np.ndarray) -> list[str]:
     ]
 
 
+_SECOND_CACHE: dict[int, str] = {}
+
+
 def micro_time(ts_ns: int) -> str:
     """One ``2026-01-01T12:00:00.123456Z`` timestamp (scalar version of ``rfc3339_micro``)."""
     secs = ts_ns // NS
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{(ts_ns - secs * NS) // 1000:06d}Z"
+    prefix = _SECOND_CACHE.get(secs)
+    if prefix is None:
+        if len(_SECOND_CACHE) > 100_000:
+            _SECOND_CACHE.clear()
+        prefix = _SECOND_CACHE[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{prefix}.{(ts_ns - secs * NS) // 1000:06d}Z"

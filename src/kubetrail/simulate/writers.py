@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from json.encoder import encode_basestring
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubetrail.simulate.arrowtext import join, to_arrow, unit_sizes
 
 __all__ = [
     "CRI_MAX_BYTES",
@@ -67,32 +71,43 @@ def split_points(msg: str, max_bytes: int, random_cut: int | None) -> list[int]:
 
 
 def encode_cri(
-    times: Sequence[str], stderr: np.ndarray, msgs: Sequence[str], rng: np.random.Generator, split_prob: float
-) -> list[str]:
-    """``<RFC3339Nano> <stdout|stderr> <P|F> <msg>\\n``.
+    times: pa.Array, stderr: np.ndarray, msgs: pa.Array, rng: np.random.Generator, split_prob: float
+) -> pa.Array:
+    """``<RFC3339Nano> <stdout|stderr> <P|F> <msg>\\n`` units, assembled with Arrow kernels.
 
-    Lines over 16 KiB and a random share (``split_prob``) become ``P`` pieces closed by an ``F`` piece.
+    Lines over 16 KiB and a random share (``split_prob``) become ``P`` pieces closed by an ``F`` piece;
+    only those few are handled one by one.
     """
-    tags = (" stdout F ", " stderr F ")
-    flags = stderr.astype(np.int8).tolist()
-    units = [f"{t}{tags[e]}{m}\n" for t, e, m in zip(times, flags, msgs, strict=True)]
+    tags = pc.if_else(pa.array(stderr, type=pa.bool_()), pa.scalar(" stderr F "), pa.scalar(" stdout F "))
+    units = join(times, tags, msgs, "\n")
     n = len(msgs)
-    lengths = np.fromiter(map(len, msgs), dtype=np.int64, count=n)
-    long_idx = set(np.flatnonzero(lengths > CRI_MAX_BYTES // 4).tolist())  # byte length checked below
+    sizes = unit_sizes(msgs)
+    special = set(np.flatnonzero(sizes > CRI_MAX_BYTES).tolist())
     rand_idx = np.flatnonzero(rng.random(n) < split_prob).tolist() if split_prob > 0 else []
     cuts = rng.random(len(rand_idx)).tolist()
-    random_cut = {i: max(1, int(c * int(lengths[i]))) for i, c in zip(rand_idx, cuts, strict=True)}
-    for i in sorted(long_idx | set(rand_idx)):
-        points = split_points(msgs[i], CRI_MAX_BYTES, random_cut.get(i))
-        if not points:
-            continue
-        pieces = _cut(msgs[i], points)
+    random_cut = {i: max(1, int(c * int(sizes[i]))) for i, c in zip(rand_idx, cuts, strict=True)}
+    special.update(rand_idx)
+    if not special:
+        return units
+    binary = units.type == pa.binary()
+    parts: list[pa.Array] = []
+    prev = 0
+    flags = stderr.tolist()
+    for i in sorted(special):
+        raw = msgs[i].as_py()
+        msg = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+        pieces = _cut(msg, split_points(msg, CRI_MAX_BYTES, random_cut.get(i)))
         stream = "stderr" if flags[i] else "stdout"
+        t = times[i].as_py()
         last = len(pieces) - 1
-        units[i] = "".join(
-            f"{times[i]} {stream} {'F' if k == last else 'P'} {p}\n" for k, p in enumerate(pieces)
-        )
-    return units
+        text = "".join(f"{t} {stream} {'F' if k == last else 'P'} {p}\n" for k, p in enumerate(pieces))
+        parts.append(units.slice(prev, i - prev))
+        parts.append(pa.array([to_bytes(text)], pa.binary()) if binary else to_arrow([text]))
+        prev = i + 1
+    parts.append(units.slice(prev))
+    if any(p.type == pa.binary() for p in parts):
+        parts = [p.cast(pa.binary()) for p in parts]
+    return pa.concat_arrays(parts)
 
 
 def _docker_escape(text: str) -> str:
