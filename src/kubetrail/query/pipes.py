@@ -285,12 +285,12 @@ class PipeParser:
             if self.is_word("by") or self.at_pipe_end() or self.is_word("span"):
                 break
             aggs.append(self.agg())
-        aliases = [a.alias for a in aggs]
+        seen: set[str] = set()
         for a in aggs:
-            if aliases.count(a.alias) > 1:
-                raise self.error(
-                    f"two aggregations are named {a.alias!r}; rename one with 'as'", self.toks[0]
-                )
+            if a.alias in seen:
+                message = f"two aggregations are named {a.alias!r}; rename one with 'as'"
+                raise QueryError(message, query=self.text, position=a.pos)
+            seen.add(a.alias)
         return tuple(aggs)
 
     def by_clause(self) -> tuple[FieldName, ...]:
