@@ -147,10 +147,12 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.transforms.redact",
     "kubetrail.transforms.add_fields",
     "kubetrail.outputs.file",
+    "kubetrail.outputs.store",
     "kubetrail.receivers.agent",
     "kubetrail.receivers.fluent_forward",
     "kubetrail.receivers.audit_webhook",
     "kubetrail.receivers.syslog",
+    "kubetrail.detect.transform",
 )
 _loaded = False
 

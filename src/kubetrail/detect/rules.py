@@ -189,8 +189,9 @@ def load_rules(
     for path in rule_files(paths):
         try:
             collection = SigmaCollection.from_yaml(path.read_text(), collect_errors=True)
-        except (SigmaError, OSError, ValueError) as exc:
-            ruleset.errors.append(RuleError(path.name, path.name, str(path), "parse", str(exc)))
+        except Exception as exc:  # any unreadable file is reported, never fatal
+            msg = f"{type(exc).__name__}: {exc}"
+            ruleset.errors.append(RuleError(path.name, path.name, str(path), "parse", msg))
             continue
         for rule in collection.rules:
             rule.custom_attributes["kubetrail_path"] = str(path)
