@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from kubetrail.detect.alerts import Alert, AlertStore, WebhookSink
 
 
-def alert(first: str = "2026-11-27T12:00:00Z", last: str | None = None, user: str = "mallory", ids=("e1",)) -> Alert:
+def alert(
+    first: str = "2026-11-27T12:00:00Z", last: str | None = None, user: str = "mallory", ids=("e1",)
+) -> Alert:
     return Alert("r1", "Rule one", "high", 4, {"user.name": user}, list(ids), first, last or first, len(ids))
 
 
@@ -71,9 +73,9 @@ def test_webhook_retries_then_delivers() -> None:
         assert sink.deliver([alert()])
         assert _Hook.received[0]["alerts"][0]["rule_id"] == "r1"
         _Hook.fail_first = 10
-        assert not WebhookSink(f"http://127.0.0.1:{server.server_port}/", retries=1, backoff_secs=0.01).deliver(
-            [alert()]
-        )
+        assert not WebhookSink(
+            f"http://127.0.0.1:{server.server_port}/", retries=1, backoff_secs=0.01
+        ).deliver([alert()])
     finally:
         server.shutdown()
         server.server_close()

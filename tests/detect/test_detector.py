@@ -16,8 +16,13 @@ RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
 def secret_get(i: int, sec: int) -> dict:
-    return {"verb": "get", "user": {"username": "mallory"}, "objectRef": {"resource": "secrets", "namespace": "p",
-            "name": f"s{i}"}, "responseStatus": {"code": 200}, "requestReceivedTimestamp": f"2026-11-27T12:00:{sec:02d}Z"}
+    return {
+        "verb": "get",
+        "user": {"username": "mallory"},
+        "objectRef": {"resource": "secrets", "namespace": "p", "name": f"s{i}"},
+        "responseStatus": {"code": 200},
+        "requestReceivedTimestamp": f"2026-11-27T12:00:{sec:02d}Z",
+    }
 
 
 def test_correlation_state_carries_across_batches() -> None:
@@ -33,8 +38,15 @@ def test_correlation_state_carries_across_batches() -> None:
 
 def test_detection_alerts_group_by_key_with_event_ids() -> None:
     det = Detector(DetectConfig(rules=[str(RULES / "execution/k8s_pod_exec.yml")]))
-    execs = [{"verb": "get", "user": {"username": u}, "objectRef": {"resource": "pods", "subresource": "exec",
-              "namespace": "p"}, "auditID": f"id{i}"} for i, u in enumerate(["a", "a", "b"])]
+    execs = [
+        {
+            "verb": "get",
+            "user": {"username": u},
+            "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "p"},
+            "auditID": f"id{i}",
+        }
+        for i, u in enumerate(["a", "a", "b"])
+    ]
     _, alerts = det.process(batch_of(execs))
     by_user = {a.group_key["user.name"]: a for a in alerts}
     assert set(by_user) == {"a", "b"} and by_user["a"].event_ids == ["id0", "id1"]
@@ -49,12 +61,16 @@ def test_failing_rule_is_disabled_and_others_run(tmp_path: Path) -> None:
     )
     ruleset = load_rules([bad, RULES / "execution/k8s_pod_exec.yml"])
     # make the compiled SQL fail only on data: a division by zero in an error() call
-    ruleset.rules[0].sql = "error('boom') IS NULL" if "casts" in ruleset.rules[0].title else ruleset.rules[0].sql
+    ruleset.rules[0].sql = (
+        "error('boom') IS NULL" if "casts" in ruleset.rules[0].title else ruleset.rules[0].sql
+    )
     engine = Engine(ruleset)
     exec_event = {"verb": "create", "objectRef": {"resource": "pods", "subresource": "exec"}}
     matches = engine.evaluate(batch_of([exec_event]))
     assert [m.rule.name for m in matches.matches] == ["k8s_pod_exec"]
-    assert any(e.rule_id == "5d6f0c4e-1111-4c3b-9a51-2b9c7d0e4a10" and e.stage == "run" for e in ruleset.errors)
+    assert any(
+        e.rule_id == "5d6f0c4e-1111-4c3b-9a51-2b9c7d0e4a10" and e.stage == "run" for e in ruleset.errors
+    )
 
 
 def test_bad_rule_file_reported_with_id(tmp_path: Path) -> None:
@@ -70,7 +86,11 @@ def test_bad_rule_file_reported_with_id(tmp_path: Path) -> None:
 
 def test_detect_transform_registered_and_enriches() -> None:
     cls = transforms.get("detect")
-    component = transforms.build("d", {"type": "detect", "rules": [str(RULES / "execution")], "geoip": {"enabled": True}})
+    component = transforms.build(
+        "d", {"type": "detect", "rules": [str(RULES / "execution")], "geoip": {"enabled": True}}
+    )
     assert isinstance(component, cls)
-    out = component.transform(batch_of([{"verb": "list", "sourceIPs": ["8.8.8.8"], "objectRef": {"resource": "pods"}}]))
+    out = component.transform(
+        batch_of([{"verb": "list", "sourceIPs": ["8.8.8.8"], "objectRef": {"resource": "pods"}}])
+    )
     assert out.column("source.geo.country_iso_code").to_pylist() == ["US"]
