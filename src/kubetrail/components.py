@@ -152,6 +152,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.receivers.fluent_forward",
     "kubetrail.receivers.audit_webhook",
     "kubetrail.receivers.syslog",
+    "kubetrail.receivers.otlp",
     "kubetrail.detect.transform",
 )
 _loaded = False

@@ -34,7 +34,7 @@ def test_framing_octet_counting_and_newlines() -> None:
 @given(st.binary(max_size=200))
 def test_fuzz_framing(data: bytes) -> None:
     try:
-        messages, offsets, consumed = frame_messages(data, 64)
+        messages, _offsets, consumed = frame_messages(data, 64)
     except LimitExceeded:
         return
     assert 0 <= consumed <= len(data)
