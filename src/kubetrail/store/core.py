@@ -36,7 +36,7 @@ from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, write_seg
 from kubetrail.store.tail import Tail
 from kubetrail.store.tokens import BloomFilter, needle_hashes
 
-__all__ = ["CompiledLike", "SearchResult", "Store", "to_ns"]
+__all__ = ["CompiledLike", "SearchResult", "Store", "open_shared", "to_ns"]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_NS = {
@@ -306,9 +306,9 @@ class Store:
         """Run a search over segments + tail; raises ``QueryError`` (and its timeout subclasses)."""
         started = time.monotonic()
         if isinstance(query, str) and query.strip() not in ("", "*"):
-            query = self._compile_text(query)
+            query = self.compile_text(query)
         sql, compiled_needles, params = self.compile(query, where)
-        since, until = self._time_range(query, since, until)
+        since, until = self.time_range(query, since, until)
         scan = self.scan_set(since, until, [*compiled_needles, *needles], include_archive, prune=prune)
         run = self.open_query(scan)
         try:
@@ -328,9 +328,9 @@ class Store:
     ) -> Iterator[pa.RecordBatch]:
         """Stream a search's rows batch by batch (the HTTP API's NDJSON)."""
         if isinstance(query, str) and query.strip() not in ("", "*"):
-            query = self._compile_text(query)
+            query = self.compile_text(query)
         sql, compiled_needles, params = self.compile(query)
-        since, until = self._time_range(query, since, until)
+        since, until = self.time_range(query, since, until)
         run = self.open_query(self.scan_set(since, until, compiled_needles, include_archive))
         try:
             yield from run.batches(sql, max_rows=limit, timeout_secs=timeout, params=params)
@@ -338,7 +338,7 @@ class Store:
             run.close()
 
     @staticmethod
-    def _compile_text(text: str) -> CompiledLike:
+    def compile_text(text: str) -> CompiledLike:
         compile_query = _query_api("compile_query")
         if compile_query is None:
             raise QueryError("the query language is not installed; use where= or sql()")
@@ -346,7 +346,7 @@ class Store:
         return compiled
 
     @staticmethod
-    def _time_range(query: Any, since: Any, until: Any) -> tuple[int | None, int | None]:
+    def time_range(query: Any, since: Any, until: Any) -> tuple[int | None, int | None]:
         """Intersect the caller's range with the one the query itself states (inclusive end)."""
         lo, hi = to_ns(since), to_ns(until)
         q_range = getattr(query, "time_range", None)
@@ -462,3 +462,18 @@ def validate_read_only(text: str) -> None:
 
 def literal(value: str) -> str:
     return sql_literal(value)
+
+
+_SHARED: dict[Path, Store] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def open_shared(path: str | Path, config: StoreConfig | None = None) -> Store:
+    """One ``Store`` per root directory in this process (the server and the ``store`` output share it)."""
+    key = Path(path).resolve()
+    with _SHARED_LOCK:
+        store = _SHARED.get(key)
+        if store is None or store.closed:
+            store = Store(key, config)
+            _SHARED[key] = store
+        return store
