@@ -1,0 +1,94 @@
+"""Every audit line is a valid audit.k8s.io/v1 Event under the simulated policy."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from kubetrail.simulate import SimulationReport
+from kubetrail.simulate.audit import level_for
+
+from .helpers import read_bytes
+
+REQUIRED = (
+    "kind",
+    "apiVersion",
+    "level",
+    "auditID",
+    "stage",
+    "requestURI",
+    "verb",
+    "user",
+    "stageTimestamp",
+    "requestReceivedTimestamp",
+)
+STAGES = {"ResponseStarted", "ResponseComplete", "Panic"}
+
+
+@pytest.fixture(scope="module")
+def events(small_sim: SimulationReport) -> list[dict[str, Any]]:
+    out = []
+    for rel in small_sim.streams["audit"].files:
+        for line in read_bytes(small_sim.root / rel).splitlines():
+            out.append(json.loads(line))
+    assert len(out) == small_sim.layers["audit"].lines
+    return out
+
+
+def test_required_fields_and_stages(events: list[dict[str, Any]]) -> None:
+    for ev in events:
+        for key in REQUIRED:
+            assert key in ev, (key, ev)
+        assert ev["kind"] == "Event" and ev["apiVersion"] == "audit.k8s.io/v1"
+        assert ev["stage"] in STAGES  # omitStages: RequestReceived never appears
+        assert ev["level"] in ("Metadata", "Request", "RequestResponse")
+        assert ev["requestReceivedTimestamp"] <= ev["stageTimestamp"]
+        assert ev["requestURI"].startswith("/")
+        assert isinstance(ev["user"], dict) and isinstance(ev.get("sourceIPs", []), list)
+        assert "code" in ev["responseStatus"]
+
+
+def test_audit_ids_unique_per_stage(events: list[dict[str, Any]]) -> None:
+    counts = Counter((ev["auditID"], ev["stage"]) for ev in events)
+    assert max(counts.values()) == 1
+
+
+def test_policy_levels(events: list[dict[str, Any]]) -> None:
+    bodies = 0
+    for ev in events:
+        ref = ev.get("objectRef", {})
+        resource = ref.get("resource", "")
+        full = f"{resource}/{ref['subresource']}" if ref.get("subresource") else resource
+        assert ev["level"] == level_for(ev["verb"], full, ref.get("apiGroup", ""))
+        if resource in ("secrets", "configmaps"):
+            assert ev["level"] == "Metadata"
+            assert "requestObject" not in ev and "responseObject" not in ev
+        if ev["verb"] == "create" and (
+            resource == "pods"
+            and not ref.get("subresource")
+            or ref.get("apiGroup") == "rbac.authorization.k8s.io"
+        ):
+            assert ev["level"] == "RequestResponse"
+            assert "requestObject" in ev and "responseObject" in ev
+            bodies += 1
+        if ev["level"] == "Metadata":
+            assert "requestObject" not in ev and "responseObject" not in ev
+        if ev["level"] == "Request":
+            assert "responseObject" not in ev
+    assert bodies >= 2  # the privileged pod and the cluster-admin binding
+
+
+def test_log_is_in_stage_timestamp_order(events: list[dict[str, Any]]) -> None:
+    stamps = [ev["stageTimestamp"] for ev in events]
+    assert stamps == sorted(stamps)
+
+
+def test_noise_has_ordinary_actors(events: list[dict[str, Any]]) -> None:
+    users = Counter(ev["user"].get("username", "") for ev in events)
+    assert users["system:kube-controller-manager"] > 10
+    assert any(u.startswith("system:node:") for u in users)
+    leases = [ev for ev in events if ev.get("objectRef", {}).get("resource") == "leases"]
+    assert len(leases) > 10
