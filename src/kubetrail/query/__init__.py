@@ -8,6 +8,8 @@ from __future__ import annotations
 from kubetrail.query.ast import Query
 from kubetrail.query.needles import TimeRange
 from kubetrail.query.parser import parse
+from kubetrail.query.to_opensearch import to_opensearch
 from kubetrail.query.to_sql import CompiledQuery, compile_query
+from kubetrail.query.validate import validate_sql
 
-__all__ = ["CompiledQuery", "Query", "TimeRange", "compile_query", "parse"]
+__all__ = ["CompiledQuery", "Query", "TimeRange", "compile_query", "parse", "to_opensearch", "validate_sql"]
