@@ -54,7 +54,12 @@ class BatchConfig(_Model):
     max_batch_bytes: int = Field(2 * 1024 * 1024, ge=4096, description="Raw bytes per request.")
     flush_interval_secs: float = Field(0.5, gt=0, description="Send a partial batch after this long.")
     compression: Literal["zstd", "lz4", "none"] = Field("zstd", description="Body compression.")
-    zstd_level: int = Field(1, ge=-7, le=19, description="zstd level (1 is the CPU/ratio sweet spot).")
+    zstd_level: int = Field(
+        -1,
+        ge=-7,
+        le=19,
+        description="zstd level: -1 keeps CPU under 2.5 s/GB (ratio ~6); 1 compresses ~40% better.",
+    )
     max_inflight_bytes: int = Field(
         8 * 1024 * 1024, ge=65536, description="Read but unacknowledged bytes; reading pauses above it."
     )
