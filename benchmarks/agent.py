@@ -6,7 +6,8 @@ Prints one JSON object. Per compression: MB/s (wall time from agent start until 
 byte), agent CPU-seconds per GB shipped (user + system of the agent process only; ``cpu_s_per_gb``
 includes interpreter start-up and imports, ``cpu_s_per_gb_after_startup`` counts from the first
 acknowledged batch), and the agent's peak RSS (VmHWM). The agent is pinned to one core, the receiver
-(another process, decoding with the project's ``agent_protocol.decode_request`` and discarding) to the other, so it is not counted.
+(another process, decoding with the project's ``agent_protocol.decode_request`` and discarding) to the
+other, so it is not counted.
 The corpus (simulator batch mode, ~1 GB; ~200 MB with --quick) is cached under $TMPDIR.
 """
 
