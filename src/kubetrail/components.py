@@ -153,6 +153,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kubetrail.receivers.audit_webhook",
     "kubetrail.receivers.syslog",
     "kubetrail.receivers.otlp",
+    "kubetrail.receivers.elasticsearch_bulk",
     "kubetrail.detect.transform",
 )
 _loaded = False

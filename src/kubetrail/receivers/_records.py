@@ -54,6 +54,7 @@ _LEVELS = {
 }
 _COLUMNS = frozenset(SCHEMA.names)
 _STRING_COLUMNS = frozenset(f.name for f in SCHEMA if pa.types.is_string(f.type))
+_INT_BITS: Mapping[str, int] = {f.name: f.type.bit_width for f in SCHEMA if pa.types.is_integer(f.type)}
 
 
 def _text(value: Any) -> str | None:
@@ -70,6 +71,11 @@ def _default(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _fits(value: Any, bits: int) -> bool:
+    limit = 1 << (bits - 1)
+    return isinstance(value, int) and not isinstance(value, bool) and -limit <= value < limit
 
 
 def _flatten_kubernetes(record: Mapping[str, Any], out: dict[str, Any], rest: dict[str, Any]) -> None:
@@ -107,8 +113,10 @@ def map_record(record: Mapping[str, Any]) -> dict[str, Any]:
             out["log.level"] = _LEVELS.get(level, level or None)
         elif key in ("host", "hostname") and "host.name" not in out:
             out["host.name"] = _text(value)
-        elif key in _STRING_COLUMNS and key not in ("event.id", "@timestamp"):
+        elif key in _STRING_COLUMNS and key not in ("event.id", "@timestamp", "attributes"):
             out[key] = _text(value)
+        elif key in _INT_BITS and _fits(value, _INT_BITS[key]):
+            out[key] = value
         else:
             rest[key] = value
     hash_ = out.pop("attributes.container_hash", None)
@@ -126,8 +134,12 @@ def records_to_batch(
     dataset: str,
     module: str,
     extra: Mapping[str, Any] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> pa.RecordBatch:
-    """Map ``records`` into one batch; ``extra`` columns (e.g. host.name of the sender) fill gaps."""
+    """Map ``records`` into one batch; ``extra`` columns (e.g. host.name of the sender) fill gaps.
+
+    ``ids`` overrides the generated ``<id_prefix>-<index>`` event ids (e.g. from bulk ``_id``).
+    """
     n = len(records)
     columns: dict[str, list[Any]] = {}
     for index, (_, record) in enumerate(records):
@@ -143,7 +155,7 @@ def records_to_batch(
         for name, values in columns.items()
         if name in _COLUMNS
     }
-    arrays["event.id"] = pa.array([f"{id_prefix}-{i}" for i in range(n)])
+    arrays["event.id"] = pa.array(list(ids) if ids is not None else [f"{id_prefix}-{i}" for i in range(n)])
     arrays["@timestamp"] = pa.array([t for t, _ in records], type=pa.int64()).cast(
         SCHEMA.field("@timestamp").type
     )

@@ -176,7 +176,9 @@ def _from_proto(req: Any) -> Iterator[MappedRecord]:
 
 def _from_json(doc: Any) -> Iterator[MappedRecord]:
     def attrs(items: Any) -> dict[str, Any]:
-        return {str(kv.get("key")): _json_value(kv.get("value")) for kv in items or [] if isinstance(kv, dict)}
+        return {
+            str(kv.get("key")): _json_value(kv.get("value")) for kv in items or [] if isinstance(kv, dict)
+        }
 
     for rl in doc.get("resourceLogs") or []:
         resource = attrs((rl.get("resource") or {}).get("attributes"))
