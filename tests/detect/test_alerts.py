@@ -6,7 +6,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from typer.testing import CliRunner
 
@@ -44,7 +44,7 @@ def test_status_and_closed_alerts_are_not_merged_into(tmp_path: Path) -> None:
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[Any] = []
+    received: ClassVar[list[Any]] = []
     fail_first = 0
 
     def do_POST(self) -> None:

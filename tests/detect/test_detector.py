@@ -56,7 +56,8 @@ def test_detection_alerts_group_by_key_with_event_ids() -> None:
 def test_failing_rule_is_disabled_and_others_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(
-        "title: casts at run time\nid: 5d6f0c4e-1111-4c3b-9a51-2b9c7d0e4a10\nlogsource: {product: kubernetes, service: audit}\n"
+        "title: casts at run time\nid: 5d6f0c4e-1111-4c3b-9a51-2b9c7d0e4a10\n"
+        "logsource: {product: kubernetes, service: audit}\n"
         "detection:\n  sel:\n    requestObject.spec.replicas|gt: 1\n  condition: sel\nlevel: low\n"
     )
     ruleset = load_rules([bad, RULES / "execution/k8s_pod_exec.yml"])

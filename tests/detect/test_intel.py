@@ -178,7 +178,7 @@ def test_taxii_collection_and_refresh() -> None:
         now = [0.0]
         feed = FeedConfig(name="taxii", type="taxii", url=f"http://127.0.0.1:{port}/api1/", collection="c1")
         matcher = IntelMatcher(IntelConfig(feeds=[feed], refresh_secs=60), clock=lambda: now[0])
-        out, alerts = matcher.match(rows())
+        out, _ = matcher.match(rows())
         assert out.column("threat.indicator.value").to_pylist()[0] == "198.51.100.7"
         state["ip"] = "192.0.2.1"  # the feed changes; the schedule picks it up
         now[0] = 61.0
@@ -195,5 +195,5 @@ def test_broken_feed_keeps_detection_running(tmp_path: Path) -> None:
         IntelConfig(feeds=[FeedConfig(name="gone", type="text", path=str(tmp_path / "nope"))])
     )
     assert "gone" in matcher.errors
-    out, alerts = matcher.match(batch_of([{"verb": "get"}]))
+    _, alerts = matcher.match(batch_of([{"verb": "get"}]))
     assert alerts == []
