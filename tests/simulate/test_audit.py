@@ -67,8 +67,7 @@ def test_policy_levels(events: list[dict[str, Any]]) -> None:
             assert ev["level"] == "Metadata"
             assert "requestObject" not in ev and "responseObject" not in ev
         if ev["verb"] == "create" and (
-            resource == "pods"
-            and not ref.get("subresource")
+            (resource == "pods" and not ref.get("subresource"))
             or ref.get("apiGroup") == "rbac.authorization.k8s.io"
         ):
             assert ev["level"] == "RequestResponse"

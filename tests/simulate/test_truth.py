@@ -77,7 +77,7 @@ def test_evidence_exists(
             if stream not in cache:
                 cache[stream] = {}
                 for rec in records(small_sim.root, small_sim.streams[stream]):
-                    for s, k in extract_seq(rec):
+                    for _s, k in extract_seq(rec):
                         cache[stream][k] = rec
             assert int(n) in cache[stream], (t["name"], sid)
         layers = {small_sim.streams[s.rsplit(":", 1)[0]].layer for s in t["seq_ids"]}

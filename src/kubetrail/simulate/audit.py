@@ -535,10 +535,10 @@ def background_events(
     return [actors[k][1](int(t), r) for k, t in zip(which, times.tolist(), strict=True)]
 
 
-def encode_audit(records: list[AuditRecord], stream: str = "audit") -> list[str]:
+def encode_audit(records: list[AuditRecord], stream: str = "audit", first: int = 0) -> list[str]:
     """JSON lines in ``records`` order, each with its ``kubetrail.io/seq`` annotation."""
     out = []
-    for i, rec in enumerate(records):
+    for i, rec in enumerate(records, start=first):
         rec.event["annotations"]["kubetrail.io/seq"] = f"{stream}:{i}"
         out.append(orjson.dumps(rec.event).decode() + "\n")
     return out

@@ -66,6 +66,33 @@ def print_report(report: SimulationReport, console: Console) -> None:
     console.print(truth)
 
 
+def _run_live(
+    root: Path,
+    options: SimulationOptions,
+    rate: float,
+    duration: float,
+    containers: int,
+    audit_rate: float,
+    as_json: bool,
+) -> None:
+    import signal
+
+    from kubetrail.simulate.live import LiveOptions, LiveSimulator
+
+    sim = LiveSimulator(root, options, LiveOptions(rate=rate, containers=containers, audit_rate=audit_rate))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sim.stop())
+    try:
+        report = sim.run(duration or None)
+    except FileExistsError as exc:
+        Console(stderr=True).print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(orjson.dumps(report.manifest() | {"seconds": report.seconds}).decode())
+    else:
+        print_report(report, Console())
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate(
@@ -88,6 +115,11 @@ def register(app: typer.Typer) -> None:
         audit_keep: int = typer.Option(10, help="Rotated audit logs kept."),
         audit_compress: bool = typer.Option(False, "--audit-compress", help="Gzip rotated audit logs."),
         no_attacks: bool = typer.Option(False, "--no-attacks", help="Background activity only."),
+        live: bool = typer.Option(False, "--live", help="Append at --rate with rotation instead of batch."),
+        rate: float = typer.Option(5000.0, help="Live: container lines per second (all containers)."),
+        duration: float = typer.Option(0.0, help="Live: seconds to run (0 = until SIGINT/SIGTERM)."),
+        containers: int = typer.Option(50, help="Live: containers appended to."),
+        audit_rate: float = typer.Option(200.0, help="Live: audit events per second."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
     ) -> None:
         """Simulate a cluster's logs: container, node, control-plane and audit layers, with attacks."""
@@ -109,6 +141,9 @@ def register(app: typer.Typer) -> None:
             audit_compress=audit_compress,
             attacks=not no_attacks,
         )
+        if live:
+            _run_live(root, options, rate, duration, containers, audit_rate, as_json)
+            return
         try:
             report = simulate_batch(root, options)
         except FileExistsError as exc:

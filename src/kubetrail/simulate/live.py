@@ -1,0 +1,302 @@
+"""Live mode: append to a simulated cluster's logs at a steady rate, rotating files as kubelet and
+kube-apiserver do, until a duration passes or ``stop()`` is called.
+
+Used for the agent's fault tests (rotation by rename and by copytruncate while tailing) and for
+``kubetrail simulate --live``. Timestamps are the wall clock; content is seeded. ``manifest.json`` is
+rewritten atomically every second and at the end with the line count of every stream, so a test can
+check that every sequence id arrived exactly once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from kubetrail.simulate import arrowtext, system
+from kubetrail.simulate.audit import background_events, encode_audit
+from kubetrail.simulate.batch import container_log_paths, prepare_root, stream_rng
+from kubetrail.simulate.cluster import Cluster, Container, build_cluster
+from kubetrail.simulate.options import SimulationOptions
+from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
+from kubetrail.simulate.rotation import GZIP_LEVEL, audit_rotated_name, kubelet_rotated_name
+from kubetrail.simulate.timefmt import NS
+from kubetrail.simulate.workloads import render
+from kubetrail.simulate.writers import encode_cri
+
+__all__ = ["LiveOptions", "LiveSimulator"]
+
+
+@dataclass
+class LiveOptions:
+    rate: float = 5000.0  # container lines per second, all containers together
+    containers: int = 50
+    audit_rate: float = 200.0  # audit events per second
+    node_rate: float = 20.0  # kubelet lines per second per node
+    tick_s: float = 0.1
+
+
+@dataclass
+class _LiveFile:
+    """An appended file with kubelet or lumberjack rotation."""
+
+    path: Path
+    stream: str
+    layer: str
+    node: str
+    kind: str  # "kubelet" | "audit" | "plain"
+    handle: BinaryIO | None = None
+    size: int = 0
+    first_seq: int = 0  # seq id of the first line in the current file
+    next_seq: int = 0
+    rotated: list[tuple[Path, int, int]] = field(default_factory=list)  # (path, first, end) oldest first
+
+    def open(self) -> BinaryIO:
+        if self.handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across ticks
+            self.size = self.path.stat().st_size
+        return self.handle
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+class LiveSimulator:
+    """Append lines at ``live.rate`` per second across ``live.containers`` containers, plus node and
+    audit logs; rotate container logs at ``options.rotate_bytes`` (rename, or copy + truncate when
+    ``options.copytruncate``) and the audit log at ``options.audit_rotate_bytes``."""
+
+    def __init__(
+        self, root: Path | str, options: SimulationOptions | None = None, live: LiveOptions | None = None
+    ):
+        self.root = Path(root)
+        self.o = options or SimulationOptions()
+        self.live = live or LiveOptions()
+        self._stop = threading.Event()
+        self.report = SimulationReport(self.root, self.o)
+        self.cluster = self._cluster()
+        self.rng = stream_rng(self.o.seed, "live")
+        self.files: dict[str, _LiveFile] = {}
+        self._deleted: dict[str, list[tuple[int, int]]] = {}
+
+    def _cluster(self) -> Cluster:
+        nodes = self.o.nodes
+        while True:
+            cluster = build_cluster(
+                self.o.model_copy(update={"nodes": nodes, "docker_nodes": 0}),
+                stream_rng(self.o.seed, "cluster"),
+            )
+            if len(cluster.containers) >= self.live.containers or nodes >= 100:
+                break
+            nodes += 1
+        cluster.containers = cluster.containers[: self.live.containers]
+        for c in cluster.containers:  # one instance each: restarts are a batch-mode feature
+            c.restart_at = None
+            c.ids = c.ids[:1]
+        return cluster
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        prepare_root(self.root)
+        (self.root / MANIFEST).write_text("{}\n")  # marks the root as ours while running
+        for c in self.cluster.containers:
+            path, link = container_log_paths(self.root, c, 0)
+            layer = "controlplane" if c.static else "container"
+            self.files[c.stream] = _LiveFile(path, c.stream, layer, c.node.name, "kubelet")
+            self.files[c.stream].open()
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(path, link.parent))
+        for node in self.cluster.nodes:
+            stream = f"n{node.index}.kubelet"
+            self.files[stream] = _LiveFile(
+                self.root / node.name / "var/log/kubelet.log", stream, "node", node.name, "plain"
+            )
+        cp = self.cluster.control_plane
+        self.files["audit"] = _LiveFile(
+            self.root / cp.name / "var/log/kubernetes/audit/audit.log", "audit", "audit", cp.name, "audit"
+        )
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _append(self, f: _LiveFile, units: pa.Array, count: int, now_ns: int) -> None:
+        data = arrowtext.slice_bytes(units, 0, count)
+        if f.kind == "audit" and f.size and f.size + data.nbytes > self.o.audit_rotate_bytes:
+            self._rotate_audit(f, now_ns)
+        f.open().write(data)
+        f.size += data.nbytes
+        f.next_seq += count
+        if f.kind == "kubelet" and f.size >= self.o.rotate_bytes:
+            self._rotate_kubelet(f, now_ns)
+
+    def _rotate_kubelet(self, f: _LiveFile, now_ns: int) -> None:
+        name = kubelet_rotated_name(f.path.name, now_ns)
+        while (f.path.parent / name).exists() or (f.path.parent / f"{name}.gz").exists():
+            now_ns += NS
+            name = kubelet_rotated_name(f.path.name, now_ns)
+        target = f.path.with_name(name)
+        # kubelet first compresses the previous rotated file, then rotates the current one
+        if f.rotated:
+            prev, a, b = f.rotated[-1]
+            gz = prev.with_name(prev.name + ".gz")
+            tmp = gz.with_name(gz.name + ".tmp")
+            tmp.write_bytes(gzip.compress(prev.read_bytes(), compresslevel=GZIP_LEVEL, mtime=0))
+            tmp.rename(gz)
+            prev.unlink()
+            f.rotated[-1] = (gz, a, b)
+        if self.o.copytruncate:
+            shutil.copyfile(f.path, target)
+            assert f.handle is not None
+            f.handle.truncate(0)  # O_APPEND: the next write lands at the new end
+        else:
+            f.close()
+            f.path.rename(target)
+            f.open()  # the runtime reopens the log right away (kubelet's ReopenContainerLog)
+        f.rotated.append((target, f.first_seq, f.next_seq))
+        f.first_seq = f.next_seq
+        f.size = 0
+        while len(f.rotated) > self.o.rotate_keep - 1:
+            old, a, b = f.rotated.pop(0)
+            old.unlink()
+            self._deleted.setdefault(f.stream, []).append((a, b))
+
+    def _rotate_audit(self, f: _LiveFile, now_ns: int) -> None:
+        f.close()
+        target = f.path.with_name(audit_rotated_name(now_ns, f.path.stem, f.path.suffix))
+        f.path.rename(target)
+        f.open()
+        if self.o.audit_compress:
+            gz = target.with_name(target.name + ".gz")
+            gz.write_bytes(gzip.compress(target.read_bytes(), compresslevel=GZIP_LEVEL, mtime=0))
+            target.unlink()
+            target = gz
+        f.rotated.append((target, f.first_seq, f.next_seq))
+        f.first_seq = f.next_seq
+        f.size = 0
+        while len(f.rotated) > self.o.audit_keep:
+            old, a, b = f.rotated.pop(0)
+            old.unlink()
+            self._deleted.setdefault(f.stream, []).append((a, b))
+
+    def _tick_containers(self, lines: int, t_from: int, t_to: int) -> None:
+        containers = self.cluster.containers
+        weights = np.array([c.weight for c in containers], dtype=float)
+        counts = self.rng.multinomial(lines, weights / weights.sum())
+        for c, k in zip(containers, counts.tolist(), strict=True):
+            if k:
+                self._container(c, k, t_from, t_to)
+
+    def _container(self, c: Container, k: int, t_from: int, t_to: int) -> None:
+        f = self.files[c.stream]
+        ts = np.sort(self.rng.integers(t_from, t_to, k))
+        r = render(c.profile, ts, self.rng, c, big_prob=1e-4)
+        line_ts = np.maximum.accumulate(
+            ts[r.owner] + (np.arange(len(r.owner)) - np.searchsorted(r.owner, r.owner)) * 1000
+        )
+        numbered = arrowtext.with_seq(arrowtext.to_arrow(r.lines), r.json, c.stream, f.next_seq)
+        units = encode_cri(
+            arrowtext.rfc3339_nano(line_ts), r.stderr, numbered, self.rng, self.o.partial_split_prob
+        )
+        self._append(f, units, len(units), t_to)
+
+    def _tick_nodes(self, seconds: float, t_from: int, t_to: int) -> None:
+        for node in self.cluster.nodes:
+            f = self.files[f"n{node.index}.kubelet"]
+            k = int(self.rng.poisson(self.live.node_rate * seconds))
+            if not k:
+                continue
+            pods = [
+                (f"{c.namespace}/{c.pod}", c.pod_uid, c.name)
+                for c in self.cluster.containers
+                if c.node is node
+            ]
+            pods = pods or [("kube-system/none", "0", "none")]
+            ts = np.sort(self.rng.integers(t_from, t_to, k))
+            msgs = arrowtext.to_arrow(system.kubelet_lines(ts, self.rng, pods, 2841 + node.index))
+            units = arrowtext.join(
+                arrowtext.with_seq(msgs, np.zeros(k, dtype=bool), f.stream, f.next_seq), "\n"
+            )
+            self._append(f, units, k, t_to)
+
+    def _tick_audit(self, seconds: float, t_from: int, t_to: int) -> None:
+        f = self.files["audit"]
+        records = background_events(self.cluster, t_from, t_to, self.live.audit_rate, self.rng)
+        if not records:
+            return
+        records.sort(key=lambda r: r.ts_ns)
+        units = arrowtext.to_arrow(encode_audit(records, first=f.next_seq))
+        self._append(f, units, len(units), t_to)
+
+    # -- manifest ----------------------------------------------------------------------------------
+    def _write_manifest(self) -> None:
+        self.report.streams = {}
+        for stream, f in self.files.items():
+            files = [p for p, _, _ in f.rotated] + [f.path]
+            self.report.streams[stream] = StreamInfo(
+                f.layer,
+                f.node,
+                lines=f.next_seq,
+                files=[p.relative_to(self.root).as_posix() for p in files],
+                deleted=list(self._deleted.get(stream, [])),
+                format={"kubelet": "cri", "audit": "audit", "plain": "klog"}[f.kind],
+            )
+        for stats in self.report.layers.values():
+            stats.files = stats.lines = stats.bytes = 0
+        for info in self.report.streams.values():
+            stats = self.report.layers[info.layer]
+            stats.lines += info.lines
+            for rel in info.files:
+                p = self.root / rel
+                if p.exists():
+                    stats.files += 1
+                    stats.bytes += p.stat().st_size
+        tmp = self.root / (MANIFEST + ".tmp")
+        tmp.write_bytes(orjson.dumps(self.report.manifest() | {"live": True}, option=orjson.OPT_INDENT_2))
+        tmp.replace(self.root / MANIFEST)
+
+    def run(self, duration_s: float | None = None) -> SimulationReport:
+        """Append until ``duration_s`` has passed or ``stop()`` is called; return what was written."""
+        self._setup()
+        started = time.monotonic()
+        last = started
+        last_manifest = started
+        written = 0.0
+        wall = time.time_ns()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if duration_s is not None and now - started >= duration_s:
+                    break
+                seconds = now - last
+                if seconds > 0:
+                    t_from, t_to = wall + int((last - started) * NS), wall + int((now - started) * NS) + 1
+                    due = int(self.live.rate * (now - started) - written)
+                    if due > 0:
+                        self._tick_containers(due, t_from, t_to)
+                        written += due
+                    self._tick_nodes(seconds, t_from, t_to)
+                    self._tick_audit(seconds, t_from, t_to)
+                    last = now
+                if now - last_manifest >= 1.0:
+                    self._write_manifest()
+                    last_manifest = now
+                self._stop.wait(self.live.tick_s)
+        finally:
+            for f in self.files.values():
+                f.close()
+            self._write_manifest()
+            self.report.seconds = time.monotonic() - started
+        return self.report
