@@ -84,6 +84,9 @@ class Harvester:
             if tail is not None:
                 if tail.path != path and not tail.closed:
                     tail.path = path  # renamed while open (rotation): keep draining under the new name
+                    if tail.rotated_at is None:
+                        tail.rotated_at = time.monotonic()
+                        self.metrics.rotations.labels(kind="rename").inc()
                 cp = self.checkpoints.get(tail.key)
                 if cp is not None:
                     cp.seen = now
@@ -313,7 +316,6 @@ class Harvester:
 
     def _gc(self, now: float) -> list[str]:
         """Checkpoints of files gone from disk for ``checkpoint_gc_secs``."""
-        live = {(t.dev, t.inode) for t in self.tails.values()} | set(self.finished)
         on_disk: set[tuple[int, int]] = set()
         for path in self.paths:
             try:
@@ -324,6 +326,7 @@ class Harvester:
         for key in list(self.finished):
             if key not in on_disk:
                 del self.finished[key]
+        live = {(t.dev, t.inode) for t in self.tails.values()} | set(self.finished)
         delete = []
         active = {t.key for t in self.tails.values()}
         for cp in self.checkpoints.values():
