@@ -27,6 +27,7 @@ err_console = Console(stderr=True)
 COMMAND_MODULES: tuple[str, ...] = (
     "kubetrail.server.cli",
     "kubetrail.simulate.cli",
+    "kubetrail.demo",
     "kubetrail.detect.cli",
     "kubetrail.store.cli",
 )

@@ -12,58 +12,56 @@ from rich.table import Table
 from kubetrail.simulate.options import DEFAULT_START, SimulationOptions
 from kubetrail.simulate.report import LAYERS, SimulationReport
 
-__all__ = ["print_report", "register"]
+__all__ = ["layer_table", "print_report", "register", "truth_table"]
 
 
-def print_report(report: SimulationReport, console: Console) -> None:
-    """Per-layer files / lines / bytes, then the attack ground truth."""
+def layer_table(report: SimulationReport) -> Table:
+    """Files, lines and bytes per layer (container, node, controlplane, audit)."""
     table = Table(title=f"Simulated cluster under {report.root}")
     for col in ("layer", "files", "lines", "bytes", "avg line"):
         table.add_column(col, justify="left" if col == "layer" else "right")
     for layer in LAYERS:
         s = report.layers[layer]
-        table.add_row(
-            layer,
-            f"{s.files:,}",
-            f"{s.lines:,}",
-            f"{s.bytes:,}",
-            f"{s.bytes / s.lines:.0f} B" if s.lines else "-",
-        )
-    table.add_row(
-        "total",
-        f"{report.files:,}",
-        f"{report.lines:,}",
-        f"{report.bytes:,}",
-        f"{report.bytes / report.lines:.0f} B" if report.lines else "-",
-        style="bold",
-    )
-    console.print(table)
-    if report.seconds:
-        console.print(
-            f"{report.lines / report.seconds:,.0f} lines/s, {report.bytes / report.seconds / 1e6:,.1f} MB/s "
-            f"({report.seconds:.2f} s)"
-        )
-    if not report.attacks:
-        return
-    truth = Table(title=f"Attack ground truth ({report.root / 'truth.jsonl'})")
-    for col in ("id", "time", "attack", "technique", "layers", "who / from", "where", "evidence"):
-        truth.add_column(col)
+        avg = f"{s.bytes / s.lines:.0f} B" if s.lines else "-"
+        table.add_row(layer, f"{s.files:,}", f"{s.lines:,}", f"{s.bytes:,}", avg)
+    avg = f"{report.bytes / report.lines:.0f} B" if report.lines else "-"
+    table.add_row("total", f"{report.files:,}", f"{report.lines:,}", f"{report.bytes:,}", avg, style="bold")
+    return table
+
+
+def truth_table(report: SimulationReport) -> Table:
+    """The scripted attacks: when, what, ATT&CK technique, layers and how many evidence lines."""
+    table = Table(title=f"Attack ground truth ({report.root / 'truth.jsonl'})")
+    table.add_column("id")
+    table.add_column("time", no_wrap=True)
+    table.add_column("attack", no_wrap=True)
+    table.add_column("ATT&CK", no_wrap=True)
+    table.add_column("layers", no_wrap=True)
+    table.add_column("ids", justify="right")
+    table.add_column("lines", justify="right")
     for a in report.attacks:
-        where = "/".join(x for x in (a.namespace, a.pod) if x) or "-"
-        evidence = f"{len(a.audit_ids)} audit ids, {len(a.seq_ids)} lines" + (
-            f", streams {','.join(a.streams)}" if a.streams else ""
-        )
-        truth.add_row(
+        table.add_row(
             a.id,
             a.time[11:19],
             a.name,
             a.technique,
             ",".join(a.layers),
-            f"{a.user or '-'} / {a.source_ip or '-'}",
-            where,
-            evidence,
+            str(len(a.audit_ids)),
+            str(len(a.seq_ids)) + ("+" if a.streams else ""),
         )
-    console.print(truth)
+    return table
+
+
+def print_report(report: SimulationReport, console: Console) -> None:
+    """Per-layer files / lines / bytes, the speed, then the attack ground truth."""
+    console.print(layer_table(report))
+    if report.seconds:
+        console.print(
+            f"{report.lines / report.seconds:,.0f} lines/s, {report.bytes / report.seconds / 1e6:,.1f} MB/s "
+            f"({report.seconds:.2f} s)"
+        )
+    if report.attacks:
+        console.print(truth_table(report))
 
 
 def _run_live(
