@@ -147,3 +147,11 @@ def test_archive_before_delete_local_dir(tmp_path: Path, partial: bool) -> None:
     assert restored and count(s) == everything
     assert not list((tmp_path / "bucket").rglob("*.parquet"))
     s.close()
+
+
+def test_run_maintenance_is_due_only_after_the_interval(tmp_path: Path) -> None:
+    s = make_store(tmp_path, default_max_age_days=5)
+    assert s.run_maintenance() is None  # not due yet
+    report = s.run_maintenance(force=True)
+    assert report is not None and report.deleted_segments == 4  # wall clock: both days are expired
+    s.close()

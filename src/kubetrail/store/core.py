@@ -113,6 +113,7 @@ class Store:
         self._blooms: dict[str, BloomFilter | None] = {}
         self._seen = SeenSets(self.config.dedup_cache_hours, self._load_hour_hashes)
         self._archive: Any = None
+        self._last_maintenance = time.monotonic()
         self.closed = False
         self.duplicates_dropped = 0
 
@@ -385,6 +386,22 @@ class Store:
 
             self._archive = Archive(self)
         return self._archive
+
+    def run_maintenance(self, force: bool = False) -> Any:
+        """Retention, archive and compaction when ``retention.interval_secs`` has passed.
+
+        The server calls this from a timer (cheap when not due); returns the ``RetentionReport``
+        or None when nothing was due.
+        """
+        from kubetrail.store.retention import compact, enforce
+
+        now = time.monotonic()
+        if not force and now - self._last_maintenance < self.config.retention.interval_secs:
+            return None
+        self._last_maintenance = now
+        report = enforce(self)
+        report.compacted_segments = compact(self)
+        return report
 
     def forget_segment_cache(self, segment_ids: Sequence[str], hours: Sequence[int] = ()) -> None:
         for sid in segment_ids:
