@@ -32,7 +32,10 @@ from typing import Any
 import msgpack
 import orjson
 
-LINE = '2026-11-27T05:00:00.123456789Z stdout F 10.0.3.7 - - "GET /api/v1/orders/{i} HTTP/1.1" 200 512 "-" "curl/8"\n'
+LINE = (
+    "2026-11-27T05:00:00.123456789Z stdout F "
+    '10.0.3.7 - - "GET /api/v1/orders/{i} HTTP/1.1" 200 512 "-" "curl/8"\n'
+)
 
 
 # -- payload builders (clients) -------------------------------------------------------------------
