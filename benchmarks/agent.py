@@ -33,11 +33,11 @@ CACHE = Path(tempfile.gettempdir()) / "kubetrail-bench-agent"
 
 def corpus(target_mb: int) -> tuple[Path, list[str], int]:
     """Simulated cluster logs of about ``target_mb`` MB of container log files (cached)."""
-    from kubetrail.simulate import SimulationOptions, simulate_batch
-
     root = CACHE / f"corpus-{target_mb}mb"
     pattern = str(root / "*/var/log/pods/*/*/*.log")
     if not (root / "done").exists():
+        from kubetrail.simulate import SimulationOptions, simulate_batch
+
         shutil.rmtree(root, ignore_errors=True)
         hours = 0.1 * target_mb / 260
         simulate_batch(root, SimulationOptions(nodes=2, hours=hours, lines_per_node_s=2000, attacks=False))

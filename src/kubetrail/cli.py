@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kubetrail.demo",
     "kubetrail.detect.cli",
     "kubetrail.store.cli",
+    "kubetrail.agent.cli",
 )
 
 
