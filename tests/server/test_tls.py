@@ -66,12 +66,10 @@ def test_agent_mtls_and_forward_tls(tmp_path: Path, certs: Certs) -> None:
 
             def forward_over_tls() -> Any:
                 fctx = ssl.create_default_context(cafile=str(certs.ca))
-                with socket.create_connection(_addr(server, "fwd")) as raw:
-                    with fctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-                        sock.sendall(
-                            msgpack.packb(["t", 1764220000, {"message": "over tls"}, {"chunk": "k"}])
-                        )
-                        return msgpack.unpackb(sock.recv(100))
+                raw = socket.create_connection(_addr(server, "fwd"))
+                with raw, fctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                    sock.sendall(msgpack.packb(["t", 1764220000, {"message": "over tls"}, {"chunk": "k"}]))
+                    return msgpack.unpackb(sock.recv(100))
 
             assert await asyncio.to_thread(forward_over_tls) == {"ack": "k"}
             await settle(server)
