@@ -223,8 +223,14 @@ class SearchSQL(_Literals):
         letters = any(isinstance(p, str) and any(c.isalpha() for c in p) for p in parts)
         if not (left or right or letters or pattern is not None):
             return ilike  # no letters to fold and no boundary to check: ILIKE is exact here
+        # a leading or trailing `*` adds nothing to an unanchored search: leave it out of the regex
+        core = list(parts)
+        while core and core[0] is Wild.STAR:
+            core.pop(0)
+        while core and core[-1] is Wild.STAR:
+            core.pop()
         regex = "".join(
-            "\\S*" if p is Wild.STAR else "\\S" if p is Wild.ONE else _re_literal(p) for p in parts
+            "\\S*" if p is Wild.STAR else "\\S" if p is Wild.ONE else _re_literal(p) for p in core
         )
         regex = (f"(?:^|{_NOT_ALNUM})" if left else "") + regex + (f"(?:$|{_NOT_ALNUM})" if right else "")
         return f"({ilike[1:-1]} AND regexp_matches({sql}, {self.string(regex, pos)}))"

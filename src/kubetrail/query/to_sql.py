@@ -175,9 +175,10 @@ class _Compiler:
         result = []
         for f, n in keys:
             if f.kind in ("list", "jsonlist"):
-                self.cur.select = ["*", f"unnest({f.sql}) AS __unnest"]
+                alias = f"__unnest{self.stage}"
+                self.cur.select = ["*", f"unnest({f.sql}) AS {alias}"]
                 self.wrap()
-                result.append(('"__unnest"', n.name, "keyword"))
+                result.append((quote_ident(alias), n.name, "keyword"))
             else:
                 result.append((f.sql, n.name, f.kind))
         return result
