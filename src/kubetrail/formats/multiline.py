@@ -51,6 +51,7 @@ STACK_WEAK = (
     r"^(?:    \S|(?:[\w$]+\.)*[\w$]*(?:Error|Exception|Exit|Interrupt|Warning)\b|"
     r"[\w./*()\[\]{}$-]+\(.*\)$|\s*$)"
 )
+_ANY = f"(?:{STACK_STRONG})|(?:{STACK_START})|(?:{STACK_WEAK})"
 _TYPE_FIRST = (
     r"^(?:Exception in thread \"[^\"]*\" )?(?P<t>(?:[\w$]+\.)*[\w$]*(?:Exception|Error|Throwable))(?::|$| )"
     r"|\((?P<rb>\w+(?:Error|Exception))\)$|^(?P<go>panic|fatal error): "
@@ -100,11 +101,22 @@ class Multiline:
             weak = np.zeros(n_new, dtype=bool)
             start = ~strong
         else:
-            strong = _mask(messages, STACK_STRONG)
-            start = _mask(messages, STACK_START) & ~strong
-            weak = _mask(messages, STACK_WEAK) & ~strong
+            # one pass over every line; the three masks only for the few lines that matched any
+            candidates = np.flatnonzero(_mask(messages, _ANY))
+            if not held and candidates.size == 0:
+                return events  # common case: plain lines only
+            strong = np.zeros(n_new, dtype=bool)
+            start = np.zeros(n_new, dtype=bool)
+            weak = np.zeros(n_new, dtype=bool)
+            if candidates.size:
+                sub = messages.take(from_np(candidates))
+                strong[candidates] = _mask(sub, STACK_STRONG)
+                start[candidates] = _mask(sub, STACK_START)
+                weak[candidates] = _mask(sub, STACK_WEAK)
+                start &= ~strong
+                weak &= ~strong
         if not held and not strong.any() and not start.any():
-            return events  # common case: plain lines only
+            return events  # blank or weak-looking lines alone never join anything
         anchored = np.zeros(n_new, dtype=bool)
         if held:
             held.sort(key=lambda item: item[1].offset)
@@ -212,6 +224,15 @@ class Multiline:
 
     @staticmethod
     def _error_type(first: pa.Array, last: pa.Array, multi: pa.Array) -> pa.Array:
+        """Exception class of the multi-line events (regexes run on those rows only)."""
+        rows = np.flatnonzero(to_np(multi, False))
+        n = len(first)
+        if rows.size == 0:
+            return pa.nulls(n, pa.string())
+        if rows.size < n:
+            picked = from_np(rows)
+            found = Multiline._error_type(first.take(picked), last.take(picked), pa.repeat(True, rows.size))
+            return scatter(found, rows, n)
         head = pc.extract_regex(first, _TYPE_FIRST)
         tail = pc.extract_regex(last, _TYPE_LAST)
 

@@ -9,11 +9,11 @@ for its subset in bulk:
 * **logfmt** (``level=info msg="..." k=v``, a whole line of pairs): one RE2 replace turns each line
   into a JSON object (values as strings), which then goes through the JSON query above;
   ``attributes`` is that object plus ``event.original`` = the raw line.
-* **access logs** (nginx / apache common and combined): one ``extract_regex`` fills ``source.ip``,
+* **access logs** (nginx / apache common and combined), split on quotes and spaces: ``source.ip``,
   ``user.name``, ``http.request.method``, ``url.original``, ``http.response.status_code``,
   ``http.response.body.bytes``, ``user_agent.original``; ``message`` stays the raw line.
 * **plain text**: a level token (``ERROR``, ``WARN``, ``INFO``, ``DEBUG``, ... or a klog-style
-  ``E0505`` prefix) in the first 120 characters sets ``log.level``.
+  ``E0505`` prefix) in the first 96 bytes sets ``log.level``.
 
 A line that only looks structured (starts with ``{`` but is not valid JSON) is treated as plain text,
 not flagged: free text may contain braces.
@@ -31,7 +31,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kubetrail.formats.kernels import from_np, scatter, to_np
+from kubetrail.formats.kernels import cast_or_bisect, from_np, scatter, slice_ranges, to_np
 
 __all__ = ["LEVELS", "PAYLOAD_KINDS", "extract_payload", "logfmt_to_json", "normalize_level"]
 
@@ -56,37 +56,39 @@ _VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^ "\\=]*)'
 LOGFMT_LINE = rf"^{_KEY}={_VALUE}(?: +{_KEY}={_VALUE})* *$"
 _LOGFMT_PAIR = rf'({_KEY})=(?:"((?:[^"\\]|\\.)*)"|([^ "\\=]*))(?: +|$)'
 ACCESS_PREFIX = r'^[0-9A-Fa-f.:]+ \S+ \S+ \[[^\]]+\] "'
-ACCESS_LINE = (
-    r'^(?P<ip>[0-9A-Fa-f.:]+) \S+ (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<method>[A-Z]+) (?P<url>\S+)'
-    r'(?: (?P<proto>[^"]*))?" (?P<status>\d{3}) (?P<bytes>\d+|-)(?: "(?P<ref>[^"]*)" "(?P<ua>[^"]*)")?'
-)
 _PLAIN_LEVEL = (
     r"(?:^(?P<klog>[IWEF])\d{4} \d\d:\d\d)|\b(?P<word>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|"
     r"FATAL|CRITICAL|PANIC|Trace|Debug|Info|Warn|Warning|Error|Fatal|Critical)\b"
 )
-_PLAIN_SCAN_CHARS = 120
+_PLAIN_SCAN_BYTES = 96
 
-_JSON_QUERY = """
-SELECT
-  coalesce(v[1], v[2], v[3], v[4], v[5]) AS level,
-  coalesce(v[6], v[7], CASE WHEN json_type(j, '$.log') = 'VARCHAR' THEN v[8] END) AS msg,
-  coalesce(v[9], v[10], v[11]) AS err,
-  coalesce(v[12], v[13], v[14]) AS stack,
-  coalesce(v[15], v[16]) AS logger,
-  coalesce(v[17], v[18], v[19]) AS err_type,
-  j IS NOT NULL AS ok
-FROM (
-  SELECT j, json_extract_string(j, [
+# ``try`` (DuckDB >= 1.3) turns a malformed row into NULL without a second parse for json_valid
+_EXTRACT = """json_extract_string(m, [
     '$.level', '$.lvl', '$.severity', '$."log.level"', '$.log.level',
     '$.msg', '$.message', '$.log',
     '$.error', '$.err', '$.exception',
     '$.stack', '$.stacktrace', '$.stack_trace',
     '$.logger', '$.logger_name',
     '$."error.type"', '$.error_type', '$.exception_class'
-  ]) AS v
-  FROM (SELECT CASE WHEN json_valid(m) AND json_type(m) = 'OBJECT' THEN m END AS j FROM payload_rows)
-)
+  ])"""
+_SOURCES = {
+    True: f"SELECT m, lf, raw, try({_EXTRACT}) AS v FROM payload_rows",
+    False: f"SELECT m, lf, raw, {_EXTRACT} AS v FROM "
+    "(SELECT CASE WHEN json_valid(m) THEN m END AS m, lf, raw FROM payload_rows)",
+}
+_JSON_QUERY = """
+SELECT
+  coalesce(v[1], v[2], v[3], v[4], v[5]) AS level,
+  coalesce(v[6], v[7], CASE WHEN NOT starts_with(v[8], '{{') THEN v[8] END) AS msg,
+  coalesce(v[9], v[10], v[11]) AS err,
+  coalesce(v[12], v[13], v[14]) AS stack,
+  coalesce(v[15], v[16]) AS logger,
+  coalesce(v[17], v[18], v[19]) AS err_type,
+  CASE WHEN lf THEN rtrim(m, '}}') || ',"event.original":' || to_json(raw) || '}}' END AS attrs,
+  v IS NOT NULL AS ok
+FROM ({source})
 """
+_HAS_TRY = [True]
 _local = threading.local()
 
 
@@ -145,11 +147,24 @@ def extract_payload(
     if structured_rows.size:
         sub = msg.take(from_np(structured_rows))
         sub_logfmt = from_np(is_logfmt[structured_rows])
-        payload = pc.if_else(sub_logfmt, logfmt_to_json(sub), sub)
+        payload = sub
+        logfmt_local = np.flatnonzero(is_logfmt[structured_rows])
+        if logfmt_local.size:
+            converted = logfmt_to_json(sub.take(from_np(logfmt_local)))
+            payload = pc.coalesce(scatter(converted, logfmt_local, len(sub)), sub)
+            raw = pc.if_else(sub_logfmt, sub, pa.nulls(len(sub), pa.string()))
+        else:
+            raw = pa.nulls(len(sub), pa.string())
         con = _duckdb()
-        con.register("payload_rows", pa.table({"m": payload}))
+        con.register("payload_rows", pa.table({"m": payload, "lf": sub_logfmt, "raw": raw}))
         try:
-            out = con.sql(_JSON_QUERY).to_arrow_table()
+            try:
+                out = con.sql(_JSON_QUERY.format(source=_SOURCES[_HAS_TRY[0]])).to_arrow_table()
+            except duckdb.Error:
+                if not _HAS_TRY[0]:
+                    raise
+                _HAS_TRY[0] = False  # an older DuckDB without try(): validate first instead
+                out = con.sql(_JSON_QUERY.format(source=_SOURCES[False])).to_arrow_table()
         finally:
             con.unregister("payload_rows")
         ok = to_np(out.column("ok"), False)
@@ -165,13 +180,8 @@ def extract_payload(
             _merge(columns, "error.stack_trace", scatter(out.column("stack").take(take), rows, n))
             _merge(columns, "error.type", scatter(out.column("err_type").take(take), rows, n))
             _merge(columns, "log.logger", scatter(out.column("logger").take(take), rows, n))
-            raw_sub = sub.take(take)
-            attrs = payload.take(take)
-            lf = sub_logfmt.take(take)
-            original = pc.binary_join_element_wise(
-                pc.utf8_rtrim(attrs, characters="}"), ',"event.original":', _json_string(raw_sub), "}", ""
-            )
-            columns["attributes"] = scatter(pc.if_else(lf, original, attrs), rows, n)
+            attrs = pc.coalesce(out.column("attrs"), payload)  # JSON rows: the object verbatim
+            columns["attributes"] = scatter(attrs.take(take), rows, n)
         if stats is not None:
             stats["payload.json"] += int(np.count_nonzero(is_json[rows])) if rows.size else 0
             stats["payload.logfmt"] += int(np.count_nonzero(is_logfmt[rows])) if rows.size else 0
@@ -187,26 +197,36 @@ def extract_payload(
             _access(columns, plain_msg.take(from_np(access_local)), plain_rows[access_local], n, stats)
         text_local = np.flatnonzero(~access_mask)
         if text_local.size and "plain" in kinds:
-            head = pc.utf8_slice_codeunits(plain_msg.take(from_np(text_local)), 0, _PLAIN_SCAN_CHARS)
+            head = _head(plain_msg.take(from_np(text_local)), _PLAIN_SCAN_BYTES)
             found = pc.extract_regex(head, _PLAIN_LEVEL)
+            klog_level = found.field("klog").cast(pa.string())
             token = pc.coalesce(
-                pc.if_else(pc.equal(found.field("klog"), ""), None, found.field("klog")),
-                found.field("word"),
+                pc.if_else(pc.equal(klog_level, ""), None, klog_level),
+                found.field("word").cast(pa.string()),
             )
             _merge(columns, "log.level", scatter(normalize_level(token), plain_rows[text_local], n))
     return columns
 
 
-def _json_string(values: pa.Array) -> pa.Array:
-    """JSON string literals for a string column (escapes ``\\``, ``"`` and control characters)."""
-    escaped = pc.replace_substring(values, "\\", "\\\\")
-    escaped = pc.replace_substring(escaped, '"', '\\"')
-    for ch, rep in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-        escaped = pc.replace_substring(escaped, ch, rep)
-    if pc.any(pc.match_substring_regex(escaped, r"[\x00-\x1f]")).as_py():
-        for code in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)):
-            escaped = pc.replace_substring(escaped, chr(code), f"\\u{code:04x}")
-    return pc.binary_join_element_wise('"', escaped, '"', "")
+def _head(values: pa.Array, nbytes: int) -> pa.Array:
+    """The first ``nbytes`` bytes of each value as binary (one ``take``; no UTF-8 decoding)."""
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
+    starts = offsets[:-1].astype(np.int64)
+    ends = np.minimum(offsets[1:].astype(np.int64), starts + nbytes)
+    data = values.buffers()[2]
+    return slice_ranges(data if data is not None else b"", starts, ends)
+
+
+def _nonempty(values: pa.Array) -> pa.Array:
+    return pc.if_else(pc.or_(pc.equal(values, "-"), pc.equal(values, "")), None, values)
+
+
+def _split(values: pa.Array, sep: str, parts: int) -> list[pa.Array]:
+    """``parts`` fields of ``values`` split on ``sep`` (padded, so short values give empty fields)."""
+    padded = pc.binary_join_element_wise(values, sep * parts, "")
+    lists = pc.split_pattern(padded, sep, max_splits=parts)
+    return [pc.list_element(lists, i) for i in range(parts)]
 
 
 def _access(
@@ -216,30 +236,33 @@ def _access(
     n: int,
     stats: Counter[str] | None,
 ) -> None:
-    parts = pc.extract_regex(lines, ACCESS_LINE)
-    matched = to_np(parts.is_valid(), False)
-    keep = np.flatnonzero(matched)
+    """Common / combined access logs, split on quotes and spaces (cheaper than a capturing regex).
+
+    ``ip ident user [time] "METHOD URL PROTO" STATUS BYTES "REFERER" "USER-AGENT" ...``
+    """
+    pre, request, middle, _, _, agent = _split(lines, '"', 6)[:6]
+    ip, _, user = _split(pre, " ", 3)[:3]
+    method, url = _split(request, " ", 2)
+    status_text, size_text = _split(pc.utf8_trim_whitespace(middle), " ", 2)
+    status, _ = cast_or_bisect(status_text, pa.int32())
+    ok = pc.and_(pc.greater_equal(status, 100), pc.less(status, 600)).fill_null(False)
+    keep = np.flatnonzero(to_np(ok, False))
     if stats is not None:
         stats["payload.access"] += int(keep.size)
     if keep.size == 0:
         return
-    parts = parts.take(from_np(keep))
+    take = from_np(keep)
     rows = rows[keep]
-
-    def field(name: str) -> pa.Array:
-        value = parts.field(name)
-        return pc.if_else(pc.or_(pc.equal(value, "-"), pc.equal(value, "")), None, value)
-
-    status = parts.field("status").cast(pa.int32())
-    size = field("bytes").cast(pa.int64())
+    status = status.take(take)
+    size, _ = cast_or_bisect(_nonempty(pc.utf8_trim(size_text.take(take), " ")), pa.int64())
     level = pc.if_else(
         pc.greater_equal(status, 500), "error", pc.if_else(pc.greater_equal(status, 400), "warning", "info")
     )
-    _merge(columns, "source.ip", scatter(parts.field("ip"), rows, n))
-    _merge(columns, "user.name", scatter(field("user"), rows, n))
-    _merge(columns, "http.request.method", scatter(parts.field("method"), rows, n))
-    _merge(columns, "url.original", scatter(parts.field("url"), rows, n))
+    _merge(columns, "source.ip", scatter(ip.take(take), rows, n))
+    _merge(columns, "user.name", scatter(_nonempty(user.take(take)), rows, n))
+    _merge(columns, "http.request.method", scatter(_nonempty(method.take(take)), rows, n))
+    _merge(columns, "url.original", scatter(_nonempty(url.take(take)), rows, n))
     _merge(columns, "http.response.status_code", scatter(status, rows, n))
     _merge(columns, "http.response.body.bytes", scatter(size, rows, n))
-    _merge(columns, "user_agent.original", scatter(field("ua"), rows, n))
+    _merge(columns, "user_agent.original", scatter(_nonempty(agent.take(take)), rows, n))
     _merge(columns, "log.level", scatter(level, rows, n))
