@@ -17,8 +17,9 @@ import numpy as np
 
 from kubetrail.simulate import arrowtext, system
 from kubetrail.simulate.attacks import Injection, plan_attacks
-from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, background_events, encode_audit
+from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, encode_audit
 from kubetrail.simulate.cluster import Cluster, Container, Node, build_cluster
+from kubetrail.simulate.noise import background_events
 from kubetrail.simulate.options import SimulationOptions
 from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
 from kubetrail.simulate.rotation import (

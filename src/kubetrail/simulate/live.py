@@ -23,9 +23,10 @@ import orjson
 import pyarrow as pa
 
 from kubetrail.simulate import arrowtext, system
-from kubetrail.simulate.audit import background_events, encode_audit
+from kubetrail.simulate.audit import encode_audit
 from kubetrail.simulate.batch import container_log_paths, prepare_root, stream_rng
 from kubetrail.simulate.cluster import Cluster, Container, build_cluster
+from kubetrail.simulate.noise import background_events
 from kubetrail.simulate.options import SimulationOptions
 from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
 from kubetrail.simulate.rotation import GZIP_LEVEL, audit_rotated_name, kubelet_rotated_name

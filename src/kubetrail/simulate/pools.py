@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubetrail.simulate.arrowtext import join
 
 from kubetrail.simulate.timefmt import NS, format_seconds, second_index
 
@@ -31,11 +35,13 @@ def hex_ids(rng: np.random.Generator, n: int, nbytes: int = 16) -> list[str]:
 
 
 def stamp(ts_ns: np.ndarray, fmt: str, digits: int = 3, sep: str = ".", suffix: str = "") -> list[str]:
-    """Per-line timestamps: ``strftime(fmt)`` once per distinct second, then ``sep`` + fraction digits."""
+    """Per-line timestamps: ``strftime(fmt)`` once per distinct second, then ``sep`` + fraction digits
+    (assembled by Arrow kernels, converted to Python strings in one call)."""
     inverse, seconds, frac = second_index(ts_ns)
-    pre = format_seconds(seconds, fmt)
+    pre = pc.take(pa.array(format_seconds(seconds, fmt)), pa.array(inverse))
     if digits == 0:
-        return [pre[i] + suffix for i in inverse.tolist()]
-    scale = NS // 10**digits
-    fr = (frac // scale).tolist()
-    return [f"{pre[i]}{sep}{f:0{digits}d}{suffix}" for i, f in zip(inverse.tolist(), fr, strict=True)]
+        return list(pre.to_pylist()) if not suffix else list(join(pre, suffix).to_pylist())
+    digits_arr = pc.utf8_lpad(
+        pa.array(frac // (NS // 10**digits)).cast(pa.string()), width=digits, padding="0"
+    )
+    return list(join(pre, sep, digits_arr, suffix).to_pylist())

@@ -39,9 +39,22 @@ def second_index(ts_ns: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
     return inverse, [int(s) for s in uniq], ts_ns - secs * NS
 
 
+_FORMAT_CACHE: dict[str, dict[int, str]] = {}
+
+
 def format_seconds(seconds: list[int], fmt: str) -> list[str]:
-    """``time.strftime`` in UTC for each second (``%b`` etc. use the C locale names)."""
-    return [time.strftime(fmt, time.gmtime(s)) for s in seconds]
+    """``time.strftime`` in UTC for each second (``%b`` etc. use the C locale names), memoized: every
+    stream of a run formats the same seconds."""
+    cache = _FORMAT_CACHE.setdefault(fmt, {})
+    if len(cache) > 200_000:
+        cache.clear()
+    out = []
+    for s in seconds:
+        text = cache.get(s)
+        if text is None:
+            text = cache[s] = time.strftime(fmt, time.gmtime(s))
+        out.append(text)
+    return out
 
 
 def rfc3339_nano(ts_ns: np.ndarray) -> list[str]:
