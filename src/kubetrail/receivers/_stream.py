@@ -39,6 +39,7 @@ class StreamReceiver(Receiver[C]):
         self._connections: set[asyncio.Task[Any]] = set()
         self._idle: set[asyncio.Task[Any]] = set()  # waiting for a new frame: safe to cancel on stop
         self._stopping = False
+        self._stopped = asyncio.Event()
 
     @property
     def limits(self) -> LimitsConfig:
@@ -60,8 +61,8 @@ class StreamReceiver(Receiver[C]):
         )
         await self.start_extra(host, port)
         self.started.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._server.serve_forever()
+        # start_server already serves; wait for stop() (uvloop's serve_forever ignores close())
+        await self._stopped.wait()
 
     async def start_extra(self, host: str, port: int) -> None:
         """Hook for listeners beside the TCP one (UDP heartbeats, syslog over UDP)."""
@@ -125,3 +126,4 @@ class StreamReceiver(Receiver[C]):
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2)
+        self._stopped.set()

@@ -50,13 +50,15 @@ def default_parser(cfg: KubetrailConfig) -> ChunkParser:
 
 
 def default_store(cfg: KubetrailConfig) -> StoreLike:
-    """The embedded store under ``<data_dir>/store`` configured by the ``store`` section."""
+    """The embedded store under ``<data_dir>/store`` configured by the ``store`` section.
+
+    Opened through ``open_shared`` so a ``store`` output naming the same directory shares the handle.
+    """
     try:
-        store_cls = importlib.import_module("kubetrail.store").Store
+        open_shared = importlib.import_module("kubetrail.store.core").open_shared
     except (ImportError, AttributeError) as exc:
-        raise ConfigError([("store", f"kubetrail.store.Store is not available: {exc}")]) from None
-    section = cfg.section("store")
-    store: StoreLike = store_cls(cfg.data_dir / "store", section)
+        raise ConfigError([("store", f"kubetrail.store is not available: {exc}")]) from None
+    store: StoreLike = open_shared(Path(cfg.data_dir) / "store", cfg.section("store"))
     return store
 
 
