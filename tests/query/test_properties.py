@@ -91,7 +91,7 @@ def _expr(depth: int) -> st.SearchStrategy[str]:
     )
 
 
-@FAST
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_expr(2), _expr(2))
 def test_boolean_operators_are_set_operations(con: duckdb.DuckDBPyConnection, a: str, b: str) -> None:
     ra, rb = _ids(con, a), _ids(con, b)
@@ -127,7 +127,7 @@ def test_needles_are_in_every_matching_row(con: duckdb.DuckDBPyConnection, query
             assert not missing, (query, column, needle, value)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.sampled_from(ATOMS),
     st.sampled_from(["verb", "namespace", "sourceIPs", "dataset", "responseStatus.code"]),

@@ -352,7 +352,7 @@ class PipeParser:
     def expr_or(self) -> Expr:
         self.enter()
         items = [self.expr_and()]
-        while self.is_word("or") or (self.peek().kind == "op" and self.peek().text == "||"):
+        while self.is_word("or"):
             self.next()
             items.append(self.expr_and())
         self.depth -= 1

@@ -137,13 +137,13 @@ class _Compiler:
     def fields(self, pipe: Fields) -> None:
         resolved = [self.resolve(n) for n in pipe.names]
         if self.scope.raw:
-            proj = []
+            proj: list[tuple[str, str]] = []
             for f in resolved:
                 name = f.column if f.column and not f.is_json_path else f.name
-                proj.append((f.sql, name))
+                if all(name != seen for _, seen in proj):
+                    proj.append((f.sql, name))
             self.projection = proj
             return
-        assert isinstance(self.scope, OutputScope)
         self.wrap()
         self.cur.select = [quote_ident(f.name) for f in resolved]
         self.set_scope(OutputScope(self.text, {f.name: f.kind for f in resolved}))
