@@ -25,8 +25,9 @@ from pathlib import Path
 
 
 class Stream:
-    def __init__(self, name: str, path: Path, mode: str, kind: str) -> None:
+    def __init__(self, name: str, path: Path, mode: str, kind: str, pad: int = 0) -> None:
         self.name, self.path, self.mode, self.kind = name, path, mode, kind
+        self.pad = "p" * pad
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = 0
@@ -49,7 +50,7 @@ class Stream:
                 "stageTimestamp": ts,
             }
             return json.dumps(doc).encode() + b"\n"
-        return f"{ts} stdout F {seq} GET /healthz 200 user-agent=kube-probe/1.30 pad-xxxxxxxxxx\n".encode()
+        return f"{ts} stdout F {seq} GET /healthz 200 user-agent=kube-probe/1.30 pad-{self.pad}\n".encode()
 
     def write(self, data: bytes, rotate_bytes: int) -> None:
         os.write(self.fd, data)
@@ -127,6 +128,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=30)
     p.add_argument("--rotate-bytes", type=int, default=5_000_000)
     p.add_argument("--audit-rotate-bytes", type=int, default=0)
+    p.add_argument("--pad", type=int, default=10, help="extra bytes per container line")
     p.add_argument("--mode", choices=["rename", "copytruncate", "mixed"], default="mixed")
     args = p.parse_args()
     root = args.root
@@ -134,7 +136,7 @@ def main() -> None:
     for i in range(args.containers):
         mode = args.mode if args.mode != "mixed" else ("rename" if i % 2 == 0 else "copytruncate")
         path = root / "pods" / f"ns{i % 5}_pod-{i}_uid-{i:04d}" / "app" / "0.log"
-        streams.append(Stream(f"c{i}", path, mode, "container"))
+        streams.append(Stream(f"c{i}", path, mode, "container", args.pad))
     audit = Stream("audit", root / "audit" / "audit.log", "rename", "audit") if args.audit_rate else None
     journal = Journal(root / "journal.jsonl") if args.journal_rate else None
     start = time.monotonic()

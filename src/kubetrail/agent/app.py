@@ -48,6 +48,7 @@ class Agent:
             metadata=self.kube.lookup,
             metadata_version=lambda: self.kube.version,
             budget_open=self.shipper.budget_open,
+            hold=self.kube.hold,
         )
         sources = {
             "container": cfg.sources.container_globs,
@@ -145,8 +146,8 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=cfg.poll_interval_secs)
 
-    def _ship_summaries(self) -> None:
-        for summary in self.harvester.ratelimit.due_summaries():
+    def _ship_summaries(self, force: bool = False) -> None:
+        for summary in self.harvester.ratelimit.due_summaries(force):
             line = summary.to_line(self.cfg.node_name)
             origin = Origin(
                 node=self.cfg.node_name,
@@ -175,7 +176,7 @@ class Agent:
         self, background: list[asyncio.Task[None]], server: asyncio.Server | None, fd: int | None
     ) -> None:
         log.info("agent stopping: draining in-flight batches")
-        self._ship_summaries()
+        self._ship_summaries(force=True)
         await self.shipper.drain(timeout=10)
         self.harvester.save_checkpoints(force=True)
         if self.journald is not None:

@@ -47,6 +47,7 @@ class Harvester:
         metadata: MetadataLookup | None = None,
         metadata_version: Callable[[], int] = lambda: 0,
         budget_open: Callable[[], bool] = lambda: True,
+        hold: Callable[[str, str], bool] = lambda path, source: False,
     ) -> None:
         self.cfg = cfg
         self.node = cfg.node_name
@@ -56,6 +57,7 @@ class Harvester:
         self.metadata = metadata
         self.metadata_version = metadata_version
         self.budget_open = budget_open
+        self.hold = hold
         self.checkpoints: dict[str, Checkpoint] = store.load()
         self.first_start = store.fresh
         self.tails: dict[tuple[int, int], FileTail] = {}
@@ -180,7 +182,7 @@ class Harvester:
         now = time.monotonic()
         version = self.metadata_version()
         for key, tail in list(self.tails.items()):
-            if tail.closed:
+            if tail.closed or (tail.meta_version == -1 and self.hold(tail.path, tail.source)):
                 continue
             got_eof = False
             for _ in range(_READS_PER_TURN):

@@ -33,6 +33,8 @@ log = logging.getLogger("kubetrail.agent.kube")
 
 EXCLUDE = "kubetrail.io/exclude"
 EXCLUDE_CONTAINERS = "kubetrail.io/exclude-containers"
+_STARTUP_WAIT_SECS = 10.0
+_NEW_POD_WAIT_SECS = 5.0
 _POD_PATH = re.compile(r"/pods/([^/_]+)_([^/_]+)_([^/]+)/([^/]+)/(\d+)\.log")
 
 
@@ -107,6 +109,9 @@ class KubeMetadata:
         self.connected = False
         self.ready = asyncio.Event()
         self._said_path_only = False
+        self._enabled = self.enabled()
+        self._created = time.monotonic()
+        self._unknown_since: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lookups
     def lookup(self, path: str, source: str) -> tuple[dict[str, str], bool, str | None]:
@@ -144,6 +149,25 @@ class KubeMetadata:
         if container in excluded_containers:
             excluded = True
         return meta, excluded, key
+
+    def hold(self, path: str, source: str) -> bool:
+        """Wait a little before shipping a container's lines when its metadata is not known yet.
+
+        At start-up (until the first list, at most ``_STARTUP_WAIT_SECS``) and for a pod the watch has
+        not reported yet (at most ``_NEW_POD_WAIT_SECS`` after its first file was seen), so existing lines
+        are labelled and excluded pods are not shipped before their annotation is known."""
+        if source != "container" or not self._enabled:
+            return False
+        now = time.monotonic()
+        if not self.ready.is_set():
+            return now - self._created < _STARTUP_WAIT_SECS
+        if not self.connected:
+            return False
+        coords = parse_pod_path(path)
+        if coords is None or coords["kubernetes.pod.uid"] in self.pods:
+            return False
+        first = self._unknown_since.setdefault(coords["kubernetes.pod.uid"], now)
+        return now - first < _NEW_POD_WAIT_SECS
 
     # ------------------------------------------------------------------ cache updates
     def apply_pod(self, event: str, obj: dict[str, Any]) -> PodInfo | None:
