@@ -293,3 +293,47 @@ def test_fuzz_packed_payload(payload: bytes) -> None:
     for option in ({"compressed": "gzip"}, {}):
         with contextlib.suppress(ProtocolError):
             inspect_frame(["t", payload, option], LimitsConfig(max_decompressed_bytes=1 << 20))
+
+
+def test_slow_client_is_closed_and_idle_limit(tmp_path: Path) -> None:
+    async def body(server: KubetrailServer) -> None:
+        def stall() -> float:
+            frame = msgpack.packb(["t", 1, {"message": "x" * 100}])
+            with socket.create_connection(_addr(server)) as sock:
+                sock.settimeout(10)
+                sock.sendall(frame[:20])  # half a frame, then nothing
+                started = time.monotonic()
+                assert sock.recv(10) == b""
+                return time.monotonic() - started
+
+        waited = await asyncio.to_thread(stall)
+        assert 0.5 < waited < 5
+
+    limits = {"read_timeout_secs": 1, "idle_timeout_secs": 60}
+    asyncio.run(_with_server(tmp_path, {**_cfg(), "server": {"limits": limits}}, body))
+
+
+def test_full_queue_delays_acks_instead_of_dropping(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        assert server.pipeline is not None
+        budget = server.pipeline.budget
+        budget.used = budget.capacity  # the pipeline is behind: the queue is full
+        sock = await asyncio.to_thread(socket.create_connection, _addr(server))
+        try:
+            sock.settimeout(0.5)
+            frame = msgpack.packb(["t", 1, {"message": "waited"}, {"chunk": "w"}])
+            await asyncio.to_thread(sock.sendall, frame)
+            with pytest.raises(TimeoutError):
+                await asyncio.to_thread(sock.recv, 100)  # no ack while there is no room
+            budget.release(budget.capacity)  # the pipeline caught up
+            sock.settimeout(5)
+            assert msgpack.unpackb(await asyncio.to_thread(sock.recv, 100)) == {"ack": "w"}
+        finally:
+            sock.close()
+        metrics = server.metrics.render().decode()
+        assert 'kubetrail_backpressure_total{kind="paused",receiver="fwd"} 1.0' in metrics
+
+    asyncio.run(_with_server(tmp_path, {**_cfg(), "server": {"queue_max_bytes": 1000}}, body, store))
+    assert store.messages() == ["waited"]

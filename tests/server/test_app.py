@@ -239,3 +239,60 @@ def test_wal_replay_after_crash_and_truncation(tmp_path: Path) -> None:
             await server.stop()
 
     asyncio.run(third())
+
+
+def test_slow_http_body_is_408(tmp_path: Path) -> None:
+    import socket
+
+    async def go() -> None:
+        server = make_server(tmp_path, _agent_cfg(limits={"read_timeout_secs": 1}))
+        await server.start()
+        try:
+            host, port = server.receivers["agent"].address  # type: ignore[attr-defined]
+
+            def slow() -> bytes:
+                with socket.create_connection((host, port)) as s:
+                    s.settimeout(10)
+                    s.sendall(
+                        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-kubetrail-chunks+msgpack\r\n"
+                        "Content-Length: 1000\r\n\r\nabc".encode()
+                    )
+                    return s.recv(200)
+
+            reply = await asyncio.to_thread(slow)
+            assert reply.startswith(b"HTTP/1.1 408"), reply
+        finally:
+            await server.stop()
+
+    asyncio.run(go())
+
+
+def test_fuzz_agent_endpoint_never_500(tmp_path: Path) -> None:
+    """Random and mutated bodies over HTTP: always 200/400/413, and the server keeps serving."""
+    import random
+
+    rng = random.Random(7)
+    good, headers = encode_request("node-a", [_chunk(0, ["fuzz"])], "zstd")
+    bodies = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))) for _ in range(40)]
+    for _ in range(40):
+        mutated = bytearray(good)
+        for _ in range(rng.randint(1, 5)):
+            mutated[rng.randrange(len(mutated))] = rng.getrandbits(8)
+        bodies.append(bytes(mutated[: rng.randint(1, len(mutated))]))
+
+    async def go() -> None:
+        server = make_server(tmp_path, _agent_cfg())
+        await server.start()
+        try:
+            async with httpx.AsyncClient() as client:
+                for body in bodies:
+                    for encoding in ("zstd", "lz4", "identity"):
+                        r = await client.post(
+                            _url(server), content=body, headers={**headers, "Content-Encoding": encoding}
+                        )
+                        assert r.status_code in (200, 400, 413), (r.status_code, r.text)
+                assert (await client.post(_url(server), content=good, headers=headers)).status_code == 200
+        finally:
+            await server.stop()
+
+    asyncio.run(go())

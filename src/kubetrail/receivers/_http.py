@@ -28,6 +28,7 @@ from kubetrail.server.settings import LimitsConfig, TLSConfig
 
 __all__ = [
     "HttpReceiver",
+    "SlowClient",
     "bearer_token",
     "decompress_body",
     "error_response",
@@ -110,8 +111,21 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing (413) a declared or actual size above ``max_bytes`` without buffering it."""
+class SlowClient(ProtocolError):
+    """The body did not arrive within ``read_timeout_secs`` (408)."""
+
+
+async def read_body(request: Request, max_bytes: int, timeout_secs: float = 30.0) -> bytes:
+    """The body, refusing (413) a declared or actual size above ``max_bytes`` without buffering it,
+    and (408) a client that does not finish sending it within ``timeout_secs``."""
+    try:
+        async with asyncio.timeout(timeout_secs):
+            return await _read_body(request, max_bytes)
+    except TimeoutError:
+        raise SlowClient("request body not received in time", read_timeout_secs=timeout_secs) from None
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -148,6 +162,8 @@ def error_response(exc: BaseException, retry_after_secs: float = 1.0) -> Respons
             headers["WWW-Authenticate"] = 'Bearer realm="kubetrail"'
     elif isinstance(exc, LimitExceeded):
         status, code = 413, exc.code
+    elif isinstance(exc, SlowClient):
+        status, code = 408, exc.code
     elif isinstance(exc, ProtocolError):
         status, code = 400, exc.code
     elif isinstance(exc, Backpressure):

@@ -64,7 +64,7 @@ class AgentReceiver(HttpReceiver[AgentConfig]):
             raise ProtocolError(f"Content-Type must be {CONTENT_TYPE}", got=ctype[:80])
         encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
         limits = self.limits
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, limits.read_timeout_secs)
         decoded = decode_request(
             body,
             encoding,

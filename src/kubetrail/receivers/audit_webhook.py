@@ -92,7 +92,7 @@ class AuditWebhookReceiver(HttpReceiver[AuditWebhookConfig]):
         identity = self.ctx.authenticate(bearer_token(request), self.role)
         self.ctx.check_rate(self.client_key(request, identity))
         limits = self.limits
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, limits.read_timeout_secs)
         body = decompress_body(body, request.headers.get("content-encoding"), limits)
         line, count = validate_event_list(body, limits)
         await self.ctx.submit(self.name, f"audit+{self.config.source_name}", line)

@@ -202,7 +202,7 @@ class BulkReceiver(HttpReceiver[BulkConfig]):
             identity = self.ctx.authenticate(bearer_token(request), self.role)
         self.ctx.check_rate(self.client_key(request, identity))
         limits = self.limits
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, limits.read_timeout_secs)
         body = decompress_body(body, request.headers.get("content-encoding"), limits)
         default_index = request.path_params.get("index") or self.config.default_index
         items = parse_bulk(body, default_index, limits)

@@ -274,7 +274,7 @@ class OtlpReceiver(HttpReceiver[OtlpConfig]):
         else:
             raise ProtocolError("Content-Type must be application/x-protobuf or application/json", got=ctype)
         limits = self.limits
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, limits.read_timeout_secs)
         body = decompress_body(body, request.headers.get("content-encoding"), limits)
         req = parse_request(body, kind, limits)
         await self.ctx.submit(self.name, f"otlp+{kind}", body, req)
