@@ -254,7 +254,8 @@ def test_slow_http_body_is_408(tmp_path: Path) -> None:
                 with socket.create_connection((host, port)) as s:
                     s.settimeout(10)
                     s.sendall(
-                        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-kubetrail-chunks+msgpack\r\n"
+                        f"POST {PATH} HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/x-kubetrail-chunks+msgpack\r\n"
                         "Content-Length: 1000\r\n\r\nabc".encode()
                     )
                     return s.recv(200)
