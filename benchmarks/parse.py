@@ -13,7 +13,8 @@ Cases:
 * ``payload_mix`` — the server's ``Parsing`` stage on CRI lines whose messages are a mix of JSON,
   logfmt, access-log, plain text and stack traces: reassembly + stack joining + payload extraction.
 * ``simulator_mix`` — ``Parsing`` on the container log files ``kubetrail.simulate`` writes (CRI and
-  docker nodes, its own message mix).
+  docker nodes, its own message mix; control-plane pods' messages upgraded by the klog parser).
+* ``simulator_mix_without_klog`` — the same with kube-system messages read as plain text.
 
 Targets (issue #3): ``cri`` >= 420k lines per CPU-second, the full mix >= 200k.
 """
@@ -246,7 +247,8 @@ def case(name: str, quick: bool, workdir: Path) -> dict[str, float]:
         path = workdir / "mix.log"
         _write_repeated(path, block, (40 if quick else 256) * mb)
         return _measure(lambda: _parse_files([(path, POD)], Parsing()))
-    if name == "simulator_mix":
+    if name in ("simulator_mix", "simulator_mix_without_klog"):
+        from kubetrail.formats.dispatch import FormatsConfig
         from kubetrail.simulate import SimulationOptions, simulate_batch
 
         root = workdir / "sim"
@@ -258,7 +260,14 @@ def case(name: str, quick: bool, workdir: Path) -> dict[str, float]:
             if path.suffix == ".gz":
                 continue
             files.append((path, "/var/log/pods/" + str(path).split("/var/log/pods/", 1)[1]))
-        return _measure(lambda: _parse_files(files, Parsing()))
+        config = FormatsConfig()
+        if name == "simulator_mix_without_klog":
+            # the same corpus with control-plane messages read as plain text instead of klog, to show
+            # what the klog upgrade (kubetrail.formats.klog.parse_klog_messages) costs
+            config = FormatsConfig.model_validate(
+                {"overrides": [{"namespace": "kube-system", "parser": "plain"}]}
+            )
+        return _measure(lambda: _parse_files(files, Parsing(config)))
     raise SystemExit(f"unknown case {name}")
 
 
@@ -275,7 +284,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
         return
     results: dict[str, object] = {"mode": "quick" if args.quick else "full", "chunk_bytes": CHUNK_BYTES}
-    for name in ("cri", "docker", "payload_mix", "simulator_mix"):
+    for name in ("cri", "docker", "payload_mix", "simulator_mix", "simulator_mix_without_klog"):
         cmd = [sys.executable, __file__, "--case", name] + (["--quick"] if args.quick else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ))
         if out.returncode != 0:

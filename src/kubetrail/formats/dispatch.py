@@ -38,7 +38,7 @@ from kubetrail.formats.base import Parser, get_parser_class
 from kubetrail.formats.container import ContainerParser, Events, fallback_batch, receive_seconds
 from kubetrail.formats.multiline import Multiline
 from kubetrail.formats.partials import Pieces
-from kubetrail.formats.paths import parse_pod_path
+from kubetrail.formats.paths import dataset_for, parse_pod_path
 from kubetrail.formats.payload import PAYLOAD_KINDS, extract_payload
 from kubetrail.schema import empty_batch
 
@@ -283,6 +283,8 @@ class Parsing:
         self, parser: ContainerParser, origin: Origin, pieces: Pieces, mode: str, now: datetime | None
     ) -> pa.RecordBatch:
         extra = dict(pieces.extra)
+        if mode == "auto" and dataset_for(parse_pod_path(origin.path), origin.source) == "controlplane":
+            mode = "klog"  # control-plane pods log klog: its parser sets level, time, source, pairs
         if mode not in ("none", "klog"):
             kinds = PAYLOAD_KINDS if mode == "auto" else frozenset({mode})
             for name, column in extract_payload(pieces.message, parser.stats, kinds).items():
@@ -298,13 +300,9 @@ class Parsing:
                 extra["log.level"], pc.if_else(has_trace, "error", pa.scalar(None, pa.string()))
             )
         batch = parser.to_batch(origin, pieces, now, extra)
-        if mode == "klog" or (mode == "auto" and batch.num_rows and _is_controlplane(batch)):
+        if mode == "klog":
             batch = _klog_messages(batch, now)
         return batch
-
-
-def _is_controlplane(batch: pa.RecordBatch) -> bool:
-    return bool(batch.column("event.dataset")[0].as_py() == "controlplane")
 
 
 def _klog_messages(batch: pa.RecordBatch, now: datetime | None) -> pa.RecordBatch:

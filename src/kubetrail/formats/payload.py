@@ -22,6 +22,7 @@ not flagged: free text may contain braces.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 
@@ -68,8 +69,7 @@ _EXTRACT = """json_extract_string(m, [
     '$.msg', '$.message', '$.log',
     '$.error', '$.err', '$.exception',
     '$.stack', '$.stacktrace', '$.stack_trace',
-    '$.logger', '$.logger_name',
-    '$."error.type"', '$.error_type', '$.exception_class'
+    '$.logger', '$."error.type"'
   ])"""
 _SOURCES = {
     True: f"SELECT m, lf, raw, try({_EXTRACT}) AS v FROM payload_rows",
@@ -82,8 +82,8 @@ SELECT
   coalesce(v[6], v[7], CASE WHEN NOT starts_with(v[8], '{{') THEN v[8] END) AS msg,
   coalesce(v[9], v[10], v[11]) AS err,
   coalesce(v[12], v[13], v[14]) AS stack,
-  coalesce(v[15], v[16]) AS logger,
-  coalesce(v[17], v[18], v[19]) AS err_type,
+  v[15] AS logger,
+  v[16] AS err_type,
   CASE WHEN lf THEN rtrim(m, '}}') || ',"event.original":' || to_json(raw) || '}}' END AS attrs,
   v IS NOT NULL AS ok
 FROM ({source})
@@ -99,6 +99,14 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
         con.execute("SET threads=1")
         _local.con = con
     return con
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    # execute() binds a statement in about half the time of sql() (a relation) for this query
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table: pa.Table = con.execute(sql).to_arrow_table()
+    return table
 
 
 def normalize_level(raw: pa.Array) -> pa.Array:
@@ -159,12 +167,12 @@ def extract_payload(
         con.register("payload_rows", pa.table({"m": payload, "lf": sub_logfmt, "raw": raw}))
         try:
             try:
-                out = con.sql(_JSON_QUERY.format(source=_SOURCES[_HAS_TRY[0]])).to_arrow_table()
+                out = _query(con, _JSON_QUERY.format(source=_SOURCES[_HAS_TRY[0]]))
             except duckdb.Error:
                 if not _HAS_TRY[0]:
                     raise
                 _HAS_TRY[0] = False  # an older DuckDB without try(): validate first instead
-                out = con.sql(_JSON_QUERY.format(source=_SOURCES[False])).to_arrow_table()
+                out = _query(con, _JSON_QUERY.format(source=_SOURCES[False]))
         finally:
             con.unregister("payload_rows")
         ok = to_np(out.column("ok"), False)
