@@ -63,7 +63,7 @@ WORDS = np.array(
 
 
 def build(n: int) -> Path:
-    path = CACHE / f"events-{n}.parquet"
+    path = CACHE / f"events-v2-{n}.parquet"
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def build(n: int) -> Path:
         for k in range(2, 6):
             msg = np.char.add(np.char.add(msg, " "), words[:, k])
         msg[rng.integers(0, m)] = "needle-7f3a9c token found"
-        ts = base + (np.arange(start, start + m, dtype=np.int64) * 86_400_000_000_000 // n)
+        ts = base + np.arange(start, start + m, dtype=np.int64) * (86_400_000_000_000 // n)  # 24 h
         ns = np.array([f"ns-{i}" for i in range(40)])[rng.integers(0, 40, size=m)]
         verbs = np.array(["get", "list", "watch", "create", "update", "delete"])[rng.integers(0, 6, size=m)]
         ips = [[f"10.{a}.{b}.{c}"] for a, b, c in rng.integers(0, 255, size=(m, 3))]
