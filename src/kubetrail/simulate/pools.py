@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubetrail.simulate.arrowtext import join
-
 from kubetrail.simulate.timefmt import NS, format_seconds, second_index
 
 __all__ = ["hex_ids", "pick", "stamp", "weighted"]
