@@ -1,7 +1,8 @@
 """The DuckDB SQL behind the audit parser (kept apart so audit.py stays readable).
 
-Every line is parsed once by ``from_json`` into a fixed structure; the variable objects are typed
-``JSON`` so they come back as raw text. The shapes are then unioned into one set of columns.
+Every line is parsed once by ``from_json`` into a fixed structure (the variable objects typed
+``JSON`` so they come back as raw text) and audit.py takes the fields out with Arrow kernels: small
+statements, because DuckDB's planning time, not its parsing, dominated small webhook bodies.
 
 GKE (Cloud Audit Log) mapping, as faithful as the record allows:
   methodName ``io.k8s.<group>.<version>.<resource>[.<subresource>].<verb>`` -> verb (last part), and
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["AUDIT_SQL", "AUDIT_SQL_GUARDED", "FAST_SQL", "PARAMS", "VALID_SQL", "params_for"]
+__all__ = ["AZURE_SQL", "EVENTS_SQL", "EVENTS_SQL_GUARDED", "GCP_SQL", "PARAMS", "VALID_SQL", "params_for"]
 
 _EVENT = {
     "kind": "VARCHAR",
@@ -115,63 +116,30 @@ _GROUP_CASE = f"CASE {_GROUP} " + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in 
 _GROUP_CASE += f" ELSE {_GROUP} END"
 _RPC_CASE = "CASE rpc " + " ".join(f"WHEN {k} THEN {v}" for k, v in _RPC_HTTP.items()) + " ELSE 500 END"
 
+# Columns every shape is brought to before the common finishing step (audit.py ``RAW_COLUMNS``).
+_ATTRIBUTES = """NULLIF('{' || concat_ws(',',
+      '"user.extra":' || e.user.extra::VARCHAR,
+      '"impersonatedUser":' || e.impersonatedUser::VARCHAR,
+      '"objectRef.uid":' || to_json(e.objectRef.uid)::VARCHAR,
+      '"objectRef.resourceVersion":' || to_json(e.objectRef.resourceVersion)::VARCHAR,
+      '"responseStatus.status":' || to_json(e.responseStatus.status)::VARCHAR,
+      '"responseStatus.message":' || to_json(e.responseStatus.message)::VARCHAR,
+      env) || '}', '{}')"""
+_DECISION = """e.annotations->>'$."authorization.k8s.io/decision"'"""
 
-def _native(e: str, shape: str, item: str, envelope: str) -> str:
-    """Columns of native Events held in struct ``e`` (``from_json(..., $event)``)."""
-    return f"""
-  SELECT li, {item} AS item, {shape} AS shape,
-    {e}.auditID AS auditID, {e}.level AS level, {e}.stage AS stage, {e}.verb AS verb,
-    {e}.requestURI AS requestURI, {e}.user.username AS username, {e}.user.uid AS uid,
-    {e}.user.groups AS groups, {e}.impersonatedUser->>'$.username' AS impersonated,
-    {e}.sourceIPs AS sourceIPs,
-    {e}.userAgent AS userAgent, {e}.objectRef.resource AS resource, {e}.objectRef.subresource AS subresource,
-    {e}.objectRef.namespace AS namespace, {e}.objectRef.name AS name, {e}.objectRef.apiGroup AS apiGroup,
-    {e}.objectRef.apiVersion AS apiVersion, {e}.responseStatus.code AS code_text,
-    {e}.responseStatus.reason AS reason, {e}.annotations::VARCHAR AS annotations,
-    {e}.requestObject::VARCHAR AS requestObject, {e}.responseObject::VARCHAR AS responseObject,
-    {e}.requestReceivedTimestamp AS rrt_text, {e}.stageTimestamp AS st_text,
-    {e}.annotations->>'$."authorization.k8s.io/decision"' AS decision,
-    NULLIF('{{' || concat_ws(',',
-      '"user.extra":' || {e}.user.extra::VARCHAR,
-      '"impersonatedUser":' || {e}.impersonatedUser::VARCHAR,
-      '"objectRef.uid":' || to_json({e}.objectRef.uid)::VARCHAR,
-      '"objectRef.resourceVersion":' || to_json({e}.objectRef.resourceVersion)::VARCHAR,
-      '"responseStatus.status":' || to_json({e}.responseStatus.status)::VARCHAR,
-      '"responseStatus.message":' || to_json({e}.responseStatus.message)::VARCHAR,
-      {envelope}) || '}}', '{{}}') AS attributes,
-    NULL::VARCHAR AS method,
-    CASE WHEN {e} IS NULL THEN 'bad_event'
-         WHEN {e}.kind IS DISTINCT FROM 'Event' AND {e}.auditID IS NULL AND {e}.verb IS NULL
-              AND {e}.objectRef IS NULL AND {e}.user IS NULL THEN 'not_audit_event' END AS problem"""
+# One parse per line into a fixed struct (``$line``); audit.py takes the fields out with Arrow.
+EVENTS_SQL = f"""SELECT li, item, e, {_DECISION} AS decision, {_ATTRIBUTES} AS attributes
+FROM (SELECT li, item, env, from_json(line, $line) AS e FROM t)"""
+# Items of EventLists, AKS logs: some may be no JSON object; those come back with e = NULL.
+EVENTS_SQL_GUARDED = f"""SELECT li, item, e, {_DECISION} AS decision, {_ATTRIBUTES} AS attributes
+FROM (SELECT li, item, env, CASE WHEN json_valid(line) AND left(ltrim(line), 1) = '{{'
+                                 THEN from_json(line, $line) END AS e FROM t)"""
+VALID_SQL = "SELECT json_valid(line) AND left(ltrim(line), 1) = '{' AS ok FROM t"
+# AKS diagnostic records (one per line or one per ``records`` item): the Event is a JSON string.
+AZURE_SQL = """SELECT li, item, line->>'$.properties.log' AS log, line->>'$.operationName' AS operation,
+  '"azure":' || json_merge_patch(line, '{"properties":{"log":null}}')::VARCHAR AS env FROM t"""
 
-
-_CTES = """WITH d AS (SELECT li, line, @@VALID@@ AS ok, @@PARSE@@ AS e FROM t),
-s AS (SELECT *, CASE
-    WHEN length(line) = 0 THEN 'empty'
-    WHEN NOT ok THEN 'invalid'
-    WHEN e.items IS NOT NULL OR e.kind = 'EventList' THEN 'list'
-    WHEN e.records IS NOT NULL THEN 'records'
-    WHEN e.protoPayload IS NOT NULL THEN 'gcp'
-    WHEN e.properties IS NOT NULL OR e.category IS NOT NULL OR e.operationName IS NOT NULL THEN 'azure'
-    ELSE 'event' END AS shape FROM d),
-items AS (
-  SELECT li, unnest(range(len(e.items))) AS item, unnest(e.items) AS x FROM s WHERE shape = 'list'),
-item_events AS (SELECT li, item, x, from_json(x, $event) AS ie FROM items
-                WHERE json_valid(x) AND left(ltrim(x), 1) = '{'
-                UNION ALL
-                SELECT li, item, x, NULL FROM items WHERE NOT (json_valid(x) AND left(ltrim(x), 1) = '{')),
-records AS (
-  SELECT li, unnest(range(len(e.records))) AS item, unnest(e.records) AS r FROM s WHERE shape = 'records'),
-azure AS (
-  SELECT li, NULL::BIGINT AS item, line AS env FROM s WHERE shape = 'azure'
-  UNION ALL SELECT li, item, r FROM records WHERE json_valid(r)),
-azure_events AS (
-  SELECT li, item, env, env->>'$.properties.log' AS log,
-         json_merge_patch(env, '{"properties":{"log":null}}')::VARCHAR AS env_rest FROM azure),
-azure_parsed AS (
-  SELECT *, CASE WHEN json_valid(log) AND left(ltrim(log), 1) = '{' THEN from_json(log, $event) END AS ae
-  FROM azure_events),
-gcp AS (SELECT li, line, from_json(line, $gcp) AS p FROM s WHERE shape = 'gcp'),
+GCP_SQL = """WITH gcp AS (SELECT li, line, from_json(line, $gcp) AS p FROM t),
 gcp_cols AS (
   SELECT li, line, p,
     regexp_extract(p.protoPayload.methodName, $method, ['g', 'v', 'res', 'sub', 'verb']) AS m,
@@ -179,34 +147,14 @@ gcp_cols AS (
     list_transform(p.protoPayload.authorizationInfo, lambda a: a.granted) AS granted,
     p.protoPayload.status IS NOT NULL AS has_status,
     TRY_CAST(coalesce(p.protoPayload.status->>'$.code', '0') AS INTEGER) AS rpc
-  FROM gcp),
-"""
-_SHAPE_CTE = """s AS (SELECT *, CASE
-    WHEN length(line) = 0 THEN 'empty'
-    WHEN NOT ok THEN 'invalid'
-    WHEN e.items IS NOT NULL OR e.kind = 'EventList' THEN 'list'
-    WHEN e.records IS NOT NULL THEN 'records'
-    WHEN e.protoPayload IS NOT NULL THEN 'gcp'
-    WHEN e.properties IS NOT NULL OR e.category IS NOT NULL OR e.operationName IS NOT NULL THEN 'azure'
-    ELSE 'event' END AS shape FROM d),
-"""
-_UNION = """@@NATIVE@@
-  UNION ALL
-@@LIST_ITEMS@@
-  UNION ALL
-  SELECT li, item, 'azure' AS shape, * EXCLUDE (li, item, shape, method, problem, log, env),
-    CASE WHEN log IS NULL THEN env->>'$.operationName' END AS method,
-    CASE WHEN log IS NULL THEN 'not_k8s_audit' ELSE problem END AS problem
-  FROM (
-@@AZURE@@
-  )
-  UNION ALL
-  SELECT li, NULL AS item, 'gcp' AS shape,
+  FROM gcp)
+  SELECT li, NULL::BIGINT AS item,
     p.operation.id AS auditID, NULL AS level,
     CASE WHEN p.operation.last THEN 'ResponseComplete' END AS stage,
     NULLIF(m.verb, '') AS verb,
     coalesce(p.protoPayload.requestURI,
-             CASE WHEN starts_with(p.protoPayload.resourceName, '/') THEN p.protoPayload.resourceName END),
+             CASE WHEN starts_with(p.protoPayload.resourceName, '/') THEN p.protoPayload.resourceName END)
+      AS requestURI,
     p.protoPayload.authenticationInfo.principalEmail AS username, NULL AS uid, NULL::VARCHAR[] AS groups,
     NULL AS impersonated,
     CASE WHEN coalesce(p.protoPayload.requestMetadata->>'$.callerIp',
@@ -231,94 +179,11 @@ _UNION = """@@NATIVE@@
     p.protoPayload.methodName AS method,
     CASE WHEN p.protoPayload.serviceName IS DISTINCT FROM 'k8s.io'
               AND NOT starts_with(coalesce(p.protoPayload.methodName, ''), 'io.k8s.') THEN 'not_k8s_audit' END
+      AS problem
   FROM (SELECT *, CASE WHEN list_contains(granted, false) THEN 'forbid'
                        WHEN len(granted) > 0 THEN 'allow' END AS decision FROM gcp_cols)
-  UNION ALL
-  SELECT li, NULL, shape,
-    NULLIF(regexp_extract(line, '"auditID":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"level":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"stage":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"verb":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"requestURI":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"user":\\{"username":"([^"]*)"', 1), ''), NULL, NULL, NULL,
-    CASE WHEN regexp_extract(line, '"sourceIPs":\\["([^"]*)"', 1) <> ''
-         THEN [regexp_extract(line, '"sourceIPs":\\["([^"]*)"', 1)] END,
-    NULLIF(regexp_extract(line, '"userAgent":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(oref, '"resource":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(oref, '"subresource":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(oref, '"namespace":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(oref, '"name":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(oref, '"apiGroup":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(oref, '"apiVersion":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"responseStatus":\\{[^{}]*"code":([0-9]+)', 1), ''), NULL, NULL, NULL, NULL,
-    NULLIF(regexp_extract(line, '"requestReceivedTimestamp":"([^"]*)"', 1), ''),
-    NULLIF(regexp_extract(line, '"stageTimestamp":"([^"]*)"', 1), ''),
-    NULL, NULL, NULL, CASE WHEN shape = 'empty' THEN 'empty' ELSE 'invalid_json' END
-  FROM (SELECT *, regexp_extract(line, '"objectRef":\\{([^{}]*)\\}', 1) AS oref FROM s
-        WHERE shape IN ('invalid', 'empty'))
 """
-_FINAL = """SELECT li, item, shape,
-  auditID, level, stage, verb, requestURI, username, uid, groups, impersonated, sourceIPs, userAgent,
-  resource, subresource, namespace, name, apiGroup, apiVersion, code, reason, annotations,
-  requestObject, responseObject, attributes, problem, sourceIPs[1] AS source_ip,
-  epoch_us(TRY_CAST(rrt_text AS TIMESTAMPTZ)) AS rrt_us,
-  epoch_us(TRY_CAST(st_text AS TIMESTAMPTZ)) AS st_us,
-  (rrt_text IS NOT NULL AND TRY_CAST(rrt_text AS TIMESTAMPTZ) IS NULL)
-    OR (st_text IS NOT NULL AND TRY_CAST(st_text AS TIMESTAMPTZ) IS NULL) AS bad_ts,
-  code_text IS NOT NULL AND code IS NULL AS bad_code,
-  CASE WHEN problem = 'not_k8s_audit' THEN coalesce(method, verb) ELSE verb END AS action,
-  CASE WHEN decision = 'forbid' THEN 'failure' WHEN code >= 400 THEN 'failure'
-       WHEN code IS NOT NULL THEN 'success' ELSE 'unknown' END AS outcome,
-  CASE WHEN problem IN ('empty', 'invalid_json', 'not_audit_event', 'bad_event') AND username IS NULL
-            AND verb IS NULL THEN NULL
-       ELSE concat_ws(' ', coalesce(username, '-'), coalesce(verb, method, '-'),
-         CASE WHEN resource IS NOT NULL THEN resource || coalesce('/' || subresource, '') || ' '
-                || CASE WHEN namespace IS NOT NULL THEN namespace || '/' || coalesce(name, '*')
-                        ELSE coalesce(name, '*') END
-              ELSE coalesce(requestURI, '-') END,
-         '->', coalesce(code::VARCHAR, '-')) END AS message
-FROM (SELECT *, TRY_CAST(code_text AS INTEGER) AS code FROM unioned)
-"""
-
-
-def _full(guarded: bool) -> str:
-    """Every shape; the guarded variant survives lines that are not JSON objects."""
-    if guarded:
-        valid = "json_valid(line) AND left(ltrim(line), 1) = '{'"
-        parse = f"CASE WHEN {valid} THEN from_json(line, $line) END"
-    else:
-        valid = "length(line) > 0"
-        parse = "from_json(line, $line)"
-    native = _native("e", "'event'", "NULL::BIGINT", "NULL") + "\n  FROM s WHERE shape = 'event'"
-    list_items = _native("ie", "'list'", "item", "NULL") + "\n  FROM item_events"
-    azure = _native("ae", "'azure'", "item", "'\"azure\":' || env_rest") + ", log, env\n  FROM azure_parsed"
-    parts = {
-        "VALID": valid,
-        "PARSE": parse,
-        "NATIVE": native,
-        "LIST_ITEMS": list_items,
-        "AZURE": azure,
-        "GROUP_CASE": _GROUP_CASE,
-        "RPC_CASE": _RPC_CASE,
-    }
-    sql = _CTES + "unioned AS (\n" + _UNION + ")\n" + _FINAL
-    for token, text in parts.items():
-        sql = sql.replace(f"@@{token}@@", text)
-    return sql
-
-
-def _fast() -> str:
-    """Native Events only, one ``from_json`` per line: the common case. Rows of another shape come
-    back with their ``shape`` and are parsed again by the full query."""
-    native = _native("e", "shape", "NULL::BIGINT", "NULL") + "\n  FROM s"
-    head = "WITH d AS (SELECT li, line, true AS ok, from_json(line, $line) AS e FROM t),\n"
-    return head + _SHAPE_CTE + "unioned AS (\n" + native + "\n)\n" + _FINAL
-
-
-AUDIT_SQL = _full(guarded=False)
-AUDIT_SQL_GUARDED = _full(guarded=True)
-FAST_SQL = _fast()
-VALID_SQL = "SELECT li FROM t WHERE json_valid(line) AND left(ltrim(line), 1) = '{'"
+GCP_SQL = GCP_SQL.replace("@@GROUP_CASE@@", _GROUP_CASE).replace("@@RPC_CASE@@", _RPC_CASE)
 
 
 def params_for(sql: str) -> dict[str, str]:

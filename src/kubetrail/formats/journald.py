@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from kubetrail.chunk import Origin
 from kubetrail.formats import _duck
 from kubetrail.formats._flags import Flags
-from kubetrail.formats._lineparser import LineParser, Rows, decode_lines
+from kubetrail.formats._lineparser import DEFAULT_MAX_LINE_BYTES, LineParser, Rows, decode_lines
 from kubetrail.formats.base import register_parser
 from kubetrail.formats.klog import CONTROL_PLANE_COMPONENTS, apply_klog
 from kubetrail.formats.syslog import SEVERITY_LEVELS
@@ -83,8 +83,13 @@ def _bytes_to_binary(lists: pa.Array) -> pa.Array:
 class JournaldParser(LineParser):
     """``journalctl -o json`` lines (the agent's journal reader ships these)."""
 
-    def __init__(self, *args: object, klog_messages: bool = True, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        tail_timeout_secs: float = 30.0,
+        klog_messages: bool = True,
+    ) -> None:
+        super().__init__(max_line_bytes=max_line_bytes, tail_timeout_secs=tail_timeout_secs)
         self.klog_messages = klog_messages
 
     def parse_text(self, text: pa.StringArray, origin: Origin, now_ns: int, flags: Flags) -> Rows:
@@ -119,6 +124,7 @@ class JournaldParser(LineParser):
         flags.add("bad_field", bad_priority, "PRIORITY is not 0-7")
         priority = pc.if_else(bad_priority, pa.scalar(None, pa.int64()), priority)
         stamp_us = pc.cast(_digits(field["__REALTIME_TIMESTAMP"]), pa.int64())
+        stamp_us = pc.if_else(pc.less(stamp_us, 9_000_000_000_000_000), stamp_us, pa.scalar(None, pa.int64()))
         bad_stamp = pc.and_(pc.is_valid(field["__REALTIME_TIMESTAMP"]), pc.is_null(stamp_us))
         flags.add("bad_timestamp", bad_stamp, "__REALTIME_TIMESTAMP is not microseconds; receive time used")
         timestamp = pc.multiply(stamp_us, 1000).cast(TIMESTAMP)
