@@ -151,7 +151,7 @@ def _stream(lines: list[tuple[str, str, str]]) -> bytes:
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_line, min_size=1, max_size=30), st.data())
 def test_reassembly_lossless_under_any_split(lines: list[tuple[str, str, str]], data: st.DataObject) -> None:
     stream = _stream(lines)
@@ -164,7 +164,7 @@ def test_reassembly_lossless_under_any_split(lines: list[tuple[str, str, str]], 
     assert sum(len(r[1].encode()) for r in whole) == sum(len(m.encode()) for _, _, m in lines)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.binary(max_size=600))
 def test_fuzz_random_bytes(data: bytes) -> None:
     parser = CriParser()
@@ -176,7 +176,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     assert all(r[0] for r in got)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=6), st.integers(1, 8))
 def test_fuzz_mutated_lines(mutations: list[tuple[int, int]], count: int) -> None:
     data = bytearray(b"".join(b"2024-05-05T17:59:42.123Z stdout F msg %d\n" % i for i in range(count)))

@@ -102,7 +102,7 @@ def test_config_section_is_registered() -> None:
     assert "formats.payload" in text and "formats.bogus" in text
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=400), st.sampled_from(["container", "audit", "journald", "syslog", "klog", "file"]))
 def test_fuzz_any_source_never_raises(data: bytes, source: str) -> None:
     parsing = Parsing()
@@ -111,3 +111,17 @@ def test_fuzz_any_source_never_raises(data: bytes, source: str) -> None:
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     assert len(got) <= max(n_lines, 1) + 1
     assert all(r[0] for r in got)
+
+
+def test_every_option_and_reason_code_is_documented() -> None:
+    from pathlib import Path
+
+    from kubetrail.formats.dispatch import MultilineConfig, ParserOverride
+    from kubetrail.formats.kernels import REASONS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text()
+    for model in (FormatsConfig, MultilineConfig, ParserOverride):
+        for option in model.model_fields:
+            assert f"{option}" in page, f"formats option {option!r} missing from docs/formats.md"
+    for code in REASONS:
+        assert f"`{code}`" in page, f"reason code {code!r} missing from docs/formats.md"

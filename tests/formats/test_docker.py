@@ -76,7 +76,7 @@ _rec = st.tuples(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_rec, min_size=1, max_size=25), st.data())
 def test_reassembly_lossless_under_any_split(recs: list[tuple[str, bool, str]], data: st.DataObject) -> None:
     stream = b"".join(record(text + ("\n" if final else ""), s) for s, final, text in recs)
@@ -88,7 +88,7 @@ def test_reassembly_lossless_under_any_split(recs: list[tuple[str, bool, str]], 
     assert sum(len(r[1]) for r in whole) == sum(len(t) for _, _, t in recs)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=70, deadline=None)
 @given(st.binary(max_size=500))
 def test_fuzz_random_bytes(data: bytes) -> None:
     out = split_feed(DockerParser(), data, [])
@@ -100,7 +100,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     assert all(r[0] for r in got)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=70, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=5), st.integers(1, 6))
 def test_fuzz_mutated_records(mutations: list[tuple[int, int]], count: int) -> None:
     data = bytearray(b"".join(record(f"line {i}\n") for i in range(count)))

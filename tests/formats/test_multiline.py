@@ -98,7 +98,7 @@ def test_max_lines_bounds_an_event() -> None:
     assert len(out) == 3
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.integers(1, len(TRACES) - 1), st.integers(1, len(TRACES) - 1))
 def test_same_events_under_any_split(a: int, b: int) -> None:
     cut1, cut2 = sorted((a, b))
@@ -110,7 +110,7 @@ def test_same_events_under_any_split(a: int, b: int) -> None:
     assert [split.message.to_pylist()[i] for i in key] == whole.message.to_pylist()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(max_size=30), max_size=30))
 def test_fuzz_lossless_line_count(lines: list[str]) -> None:
     lines = [line.replace("\n", " ") for line in lines]

@@ -95,7 +95,7 @@ def test_stats_count_kinds() -> None:
     assert stats == Counter({"payload.json": 1, "payload.logfmt": 1, "payload.access": 1})
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(max_size=80)), max_size=20))
 def test_fuzz_never_raises_and_keeps_length(lines: list[str | None]) -> None:
     cols = extract_payload(pa.array(lines, pa.string()))
@@ -106,7 +106,7 @@ def test_fuzz_never_raises_and_keeps_length(lines: list[str | None]) -> None:
             assert isinstance(json.loads(value), dict)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), st.text(max_size=20), min_size=1))
 def test_fuzz_logfmt_roundtrip(pairs: dict[str, str]) -> None:
     line = " ".join(f"{k}={json.dumps(v)}" for k, v in pairs.items())
