@@ -337,3 +337,12 @@ def test_full_queue_delays_acks_instead_of_dropping(tmp_path: Path) -> None:
 
     asyncio.run(_with_server(tmp_path, {**_cfg(), "server": {"queue_max_bytes": 1000}}, body, store))
     assert store.messages() == ["waited"]
+
+
+def test_nesting_limit() -> None:
+    deep: Any = "leaf"
+    for _ in range(80):
+        deep = {"k": deep}
+    with pytest.raises(ProtocolError):
+        inspect_frame(["t", 1, {"deep": deep}], LimitsConfig(max_nesting_depth=64))
+    inspect_frame(["t", 1, {"shallow": {"a": [1, 2]}}], LimitsConfig(max_nesting_depth=64))

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from kubetrail.schema import SCHEMA, conform
 
-__all__ = ["MappedRecord", "records_to_batch"]
+__all__ = ["MappedRecord", "nesting_depth_exceeds", "records_to_batch"]
 
 MappedRecord = tuple[int | None, Mapping[str, Any]]  # (time in ns since the epoch or None, record)
 
@@ -55,6 +55,23 @@ _LEVELS = {
 _COLUMNS = frozenset(SCHEMA.names)
 _STRING_COLUMNS = frozenset(f.name for f in SCHEMA if pa.types.is_string(f.type))
 _INT_BITS: Mapping[str, int] = {f.name: f.type.bit_width for f in SCHEMA if pa.types.is_integer(f.type)}
+
+
+def nesting_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists/maps in ``value`` nest deeper than ``limit`` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _text(value: Any) -> str | None:

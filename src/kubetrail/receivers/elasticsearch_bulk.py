@@ -34,7 +34,7 @@ from kubetrail.components import receivers
 from kubetrail.errors import LimitExceeded
 from kubetrail.receivers._context import ListenerConfig
 from kubetrail.receivers._http import HttpReceiver, bearer_token, decompress_body, read_body
-from kubetrail.receivers._records import MappedRecord, records_to_batch
+from kubetrail.receivers._records import MappedRecord, nesting_depth_exceeds, records_to_batch
 from kubetrail.schema import SCHEMA, event_id_prefix
 from kubetrail.server.pipeline import register_codec
 from kubetrail.server.settings import LimitsConfig
@@ -99,6 +99,9 @@ def parse_bulk(body: bytes, default_index: str, limits: LimitsConfig) -> list[Bu
             continue
         if not isinstance(document, dict):
             items.append(BulkItem(action, index, doc_id, None, "document must be a JSON object"))
+            continue
+        if nesting_depth_exceeds(document, limits.max_nesting_depth):
+            items.append(BulkItem(action, index, doc_id, None, "document nests too deeply"))
             continue
         items.append(BulkItem(action, index, doc_id, document))
     return items

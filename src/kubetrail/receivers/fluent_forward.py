@@ -34,7 +34,7 @@ from pydantic import Field
 from kubetrail.components import receivers
 from kubetrail.errors import LimitExceeded, ProtocolError
 from kubetrail.receivers._context import ListenerConfig
-from kubetrail.receivers._records import MappedRecord, records_to_batch
+from kubetrail.receivers._records import MappedRecord, nesting_depth_exceeds, records_to_batch
 from kubetrail.receivers._stream import ClientGone, StreamReceiver
 from kubetrail.schema import event_id_prefix
 from kubetrail.server.pipeline import register_codec
@@ -146,6 +146,8 @@ def inspect_frame(obj: Any, limits: LimitsConfig) -> ForwardFrame:
         for entry in second:
             if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], dict):
                 raise ProtocolError("Forward entry must be [time, record]")
+        if nesting_depth_exceeds(second, limits.max_nesting_depth + 2):
+            raise LimitExceeded("record nests too deeply", max_nesting_depth=limits.max_nesting_depth)
     elif isinstance(second, bytes | str):
         if len(obj) > 3:
             raise ProtocolError("PackedForward frame has more than 3 elements")
@@ -164,6 +166,8 @@ def inspect_frame(obj: Any, limits: LimitsConfig) -> ForwardFrame:
             raise ProtocolError("Message frame must be [tag, time, record, option?]")
         mode, entries, payload = "message", 1, None
         option = obj[3] if len(obj) == 4 else None
+        if nesting_depth_exceeds(obj[2], limits.max_nesting_depth):
+            raise LimitExceeded("record nests too deeply", max_nesting_depth=limits.max_nesting_depth)
     else:
         raise ProtocolError(f"unknown frame mode (second element is {type(second).__name__})")
     if option is not None and not isinstance(option, dict):
@@ -207,6 +211,13 @@ def decode_frame_records(obj: Any, limits: LimitsConfig) -> tuple[ForwardFrame, 
     records: list[MappedRecord] = []
     for entry in _entries(obj, frame, limits):
         if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict):
+            if frame.mode in ("packed", "compressed") and nesting_depth_exceeds(
+                entry[1], limits.max_nesting_depth
+            ):
+                records.append(
+                    (None, {"fluent.tag": frame.tag, "fluent.bad_entry": "record nests too deeply"})
+                )
+                continue
             time, record = entry
             if isinstance(time, list) and len(time) == 2:  # v1.5: [[time, metadata], record]
                 time, metadata = time
@@ -220,7 +231,14 @@ def decode_frame_records(obj: Any, limits: LimitsConfig) -> tuple[ForwardFrame, 
 @register_codec("forward")
 def decode_forward_record(record: WalRecord, hint: Any) -> Any:
     """WAL codec ``forward``: one raw frame as received."""
-    limits = LimitsConfig(max_decompressed_bytes=1 << 34, max_frame_bytes=max(len(record.data), 1 << 20))
+    # accepted already: decode with the decoders' own bounds, not the (configurable) receive limits
+    limits = LimitsConfig(
+        max_decompressed_bytes=1 << 34,
+        max_frame_bytes=max(len(record.data), 1 << 20),
+        max_array_len=1 << 31,
+        max_map_len=1 << 31,
+        max_nesting_depth=1000,
+    )
     obj = hint
     if obj is None:
         unpacker = make_unpacker(limits, max_buffer=max(len(record.data), 1))
