@@ -27,6 +27,14 @@ def test_check_seq_reports_missing_and_duplicates() -> None:
     assert res.missing == {"s": [1]} and res.duplicated == {"s": [2]} and not res.unexpected
     assert not res.ok and res.missing_count == 1 and res.duplicated_count == 1
     assert check_seq(count_seq(["kt_seq=s:0", "kt_seq=s:1"]), {"s": 2}).ok
+    assert check_seq(count_seq(["kt_seq=s:2"]), {"s": 3}, {"s": [(0, 2)]}).ok  # 0 and 1 rotated away
+
+
+def test_report_counts_check_against_files(small_sim: SimulationReport) -> None:
+    seen = count_seq(rec for info in small_sim.streams.values() for rec in records(small_sim.root, info))
+    result = check_seq(seen, small_sim.expected_seq(), small_sim.deleted_seq())
+    assert result.ok, (result.missing_count, result.duplicated_count)
+    assert small_sim.deleted_seq(), "the small run rotates some lines away (rotate_keep=4)"
 
 
 def test_every_stream_contiguous(small_sim: SimulationReport) -> None:

@@ -59,8 +59,12 @@ class SimulationReport:
         return sum(s.files for s in self.layers.values())
 
     def expected_seq(self, layers: tuple[str, ...] = LAYERS) -> dict[str, int]:
-        """Lines per stream, for ``seq.check_seq`` (streams with deleted ranges need those excluded)."""
+        """Lines per stream, for ``seq.check_seq(seen, expected, deleted)``."""
         return {k: v.lines for k, v in self.streams.items() if v.layer in layers}
+
+    def deleted_seq(self) -> dict[str, list[tuple[int, int]]]:
+        """Per stream, the ranges of ids rotation deleted (the third argument of ``seq.check_seq``)."""
+        return {k: list(v.deleted) for k, v in self.streams.items() if v.deleted}
 
     def manifest(self) -> dict[str, Any]:
         return {

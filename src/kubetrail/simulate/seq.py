@@ -87,16 +87,23 @@ class SeqCheck:
         return sum(len(v) for v in self.duplicated.values())
 
 
-def check_seq(seen: Mapping[str, Counter[int]], expected: Mapping[str, int]) -> SeqCheck:
+def check_seq(
+    seen: Mapping[str, Counter[int]],
+    expected: Mapping[str, int],
+    deleted: Mapping[str, Iterable[tuple[int, int]]] | None = None,
+) -> SeqCheck:
     """Compare ``count_seq`` output with the expected line count per stream (``manifest.json`` ``streams``).
 
-    Streams absent from ``expected`` are ignored unless they appear in it with count 0.
+    ``deleted`` gives per stream the ``[start, end)`` ranges rotation removed before anyone could read
+    them (manifest ``deleted``); those ids are not reported missing. Streams absent from ``expected``
+    are ignored.
     """
     result = SeqCheck()
     for stream in sorted(expected):
         total = expected[stream]
         counts = seen.get(stream, Counter())
-        missing = [n for n in range(total) if counts[n] == 0]
+        gone = {n for a, b in (deleted or {}).get(stream, ()) for n in range(a, b)}
+        missing = [n for n in range(total) if counts[n] == 0 and n not in gone]
         dup = sorted(n for n, c in counts.items() if c > 1)
         extra = sorted(n for n in counts if n >= total or n < 0)
         if missing:
