@@ -110,6 +110,9 @@ def test_since_until(ids: Ids) -> None:
     assert ids("dataset:audit", since="35m") == ["a4", "a5", "a6"]
     assert ids("dataset:audit", since=NOW - timedelta(minutes=45), until="now-30m") == ["a2", "a3"]
     assert ids("*", since="2024-05-01T11:50:00Z") == ["a6", "n1"]
+    since_ns = int((NOW - timedelta(minutes=10)).timestamp()) * 1_000_000_000
+    assert ids("*", since=since_ns) == ["a6", "n1"]
+    assert ids("*", until=since_ns + 1000) == ids("* | where @timestamp <= '2024-05-01T11:50:00Z'")
     with pytest.raises(QueryError):
         compile_query("*", since="yesterday")
 

@@ -279,8 +279,8 @@ def _like_to_wildcard(pattern: str) -> str:
 
 def to_opensearch(
     text: str,
-    since: datetime | str | None = None,
-    until: datetime | str | None = None,
+    since: datetime | str | int | None = None,
+    until: datetime | str | int | None = None,
     *,
     now: datetime | None = None,
     limit: int | None = None,

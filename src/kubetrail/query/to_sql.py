@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kubetrail.errors import QueryError
 from kubetrail.query.ast import Agg, Dedup, FieldName, Fields, Head, Query, Sort, Stats, Timechart, Top, Where
@@ -80,10 +80,17 @@ class _Select:
         return " ".join(parts)
 
 
-def time_bound(value: datetime | str | None, now: datetime, what: str) -> datetime | None:
-    """``since``/``until`` as a UTC datetime: a datetime, ISO text, ``now-1h`` or a duration ``24h``."""
+def time_bound(value: datetime | str | int | None, now: datetime, what: str) -> datetime | None:
+    """``since``/``until`` as a UTC datetime: a datetime, ISO text, ``now-1h``, a duration ``24h``
+    or an int of nanoseconds since the epoch (the store's unit)."""
     if value is None:
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds, nanos = divmod(value, 1_000_000_000)
+        try:
+            return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=nanos // 1000)
+        except (OverflowError, OSError, ValueError):
+            raise QueryError(f"{what} {value!r} is out of range") from None
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     parsed = parse_time(str(value), now)
@@ -359,8 +366,8 @@ class _Compiler:
 def compile_query(
     text: str,
     relation: str = "logs",
-    since: datetime | str | None = None,
-    until: datetime | str | None = None,
+    since: datetime | str | int | None = None,
+    until: datetime | str | int | None = None,
     *,
     now: datetime | None = None,
     limit: int | None = None,
@@ -369,7 +376,8 @@ def compile_query(
 
     ``relation`` is trusted text from the caller (a view name, quoted when it is a plain identifier,
     or a table function such as ``read_parquet([...])``), never user input. ``since``/``until``
-    take datetimes, ISO strings, ``now-1h`` or durations (``24h`` = since 24 hours ago); ``until``
+    take datetimes, ISO strings, ``now-1h``, durations (``24h`` = since 24 hours ago) or epoch
+    nanoseconds; ``until``
     is exclusive. ``limit`` caps the rows returned.
     """
     if limit is not None and limit <= 0:
