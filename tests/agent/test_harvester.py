@@ -9,6 +9,9 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
+from kubetrail.agent import harvester as harvester_module
 from kubetrail.agent.checkpoints import CheckpointStore
 from kubetrail.agent.config import AgentConfig
 from kubetrail.agent.discovery import Discovery
@@ -16,6 +19,11 @@ from kubetrail.agent.harvester import Harvester
 from kubetrail.agent.metrics import Metrics
 from kubetrail.agent.tailer import FileTail, Pending
 from kubetrail.chunk import Chunk
+
+
+@pytest.fixture(autouse=True)
+def _check_eof_every_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harvester_module, "_EOF_CHECK_SECS", 0.0)
 
 
 class Rig:

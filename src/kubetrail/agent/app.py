@@ -76,7 +76,10 @@ class Agent:
             return False, f"main loop stalled for {stalled:.0f}s"
         if self.store.last_error:
             return True, f"degraded: checkpoint writes failing: {self.store.last_error}"
-        return True, "ok" if self.shipper.server_up or self.shipper.last_success else "waiting for the server"
+        if self.shipper.unreachable_since is not None:
+            down = time.monotonic() - self.shipper.unreachable_since
+            return True, f"server unreachable for {down:.0f}s (reading paused, files are the buffer)"
+        return True, "ok"
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,7 +167,8 @@ class Agent:
         self.metrics.set_lag(self.harvester.lag())
         risk = self.harvester.bytes_at_risk()
         self.metrics.bytes_at_risk.set(risk)
-        if risk and not self.shipper.server_up and time.monotonic() - self._last_warn_risk > 30:
+        unreachable = self.shipper.unreachable_since is not None
+        if risk and unreachable and time.monotonic() - self._last_warn_risk > 30:
             self._last_warn_risk = time.monotonic()
             log.warning(
                 "server unreachable: %d unshipped bytes are in rotated files and may be rotated away",

@@ -35,6 +35,7 @@ Emit = Callable[[Chunk, Pending, "FileTail | None"], None]
 MetadataLookup = Callable[[str, str], tuple[dict[str, str], bool, str | None]]
 
 _READS_PER_TURN = 4
+_EOF_CHECK_SECS = 0.5
 
 
 class Harvester:
@@ -242,6 +243,9 @@ class Harvester:
         self.emit(Chunk(origin, data), pending, tail)
 
     def _at_eof(self, key: tuple[int, int], tail: FileTail, now: float) -> None:
+        if now < tail.next_check:
+            return  # rotation checks cost 4 syscalls; an idle file is looked at twice a second
+        tail.next_check = now + _EOF_CHECK_SECS
         with contextlib.suppress(OSError):
             tail.size = os.fstat(tail.fd).st_size
         if tail.rotated_at is None:

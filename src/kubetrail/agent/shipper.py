@@ -91,6 +91,7 @@ class Shipper:
         self._client: HttpClient | None = None
         self._zstd: Any = None
         self.server_up = False
+        self.unreachable_since: float | None = None  # set by a failed connection, cleared by any answer
         self.last_success = 0.0
         self.resent_batches = 0
         self._encoding = {"zstd": "zstd", "lz4": "lz4", "none": "identity"}[self.bcfg.compression]
@@ -217,6 +218,10 @@ class Shipper:
                     )
             self.metrics.requests.labels(status=str(status or "error")).inc()
             self.server_up = status != 0
+            if status == 0:
+                self.unreachable_since = self.unreachable_since or time.monotonic()
+            else:
+                self.unreachable_since = None
             self.metrics.server_up.set(1 if self.server_up else 0)
             if status == 200:
                 accepted = _accepted(response)

@@ -108,6 +108,7 @@ class FileTail:
     size: int = 0
     rotated_at: float | None = None  # when the path stopped naming this file (rename/delete/copy)
     last_data_at: float = field(default_factory=time.monotonic)
+    next_check: float = 0.0  # monotonic time of the next rotation/truncation check at EOF
     closed: bool = False
     pending: deque[Pending] = field(default_factory=deque)
     metadata: dict[str, str] = field(default_factory=dict)
