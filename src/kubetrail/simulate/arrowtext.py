@@ -16,6 +16,7 @@ from kubetrail.simulate.timefmt import NS, format_seconds
 __all__ = [
     "join",
     "offsets",
+    "rfc3339_micro",
     "rfc3339_nano",
     "slice_bytes",
     "to_arrow",
@@ -64,6 +65,15 @@ def rfc3339_nano(ts_ns: np.ndarray) -> pa.Array:
     digits = pc.utf8_rtrim(pc.utf8_lpad(frac, width=9, padding="0"), characters="0")
     with_frac = join(prefix, ".", digits, "Z")
     return pc.if_else(pc.equal(pc.utf8_length(digits), 0), join(prefix, "Z"), with_frac)
+
+
+def rfc3339_micro(ts_ns: np.ndarray) -> pa.Array:
+    """``2026-01-01T12:00:00.123456Z`` (audit events' ``metav1.MicroTime``)."""
+    secs = ts_ns // NS
+    uniq, inverse = np.unique(secs, return_inverse=True)
+    prefix = pc.take(pa.array(format_seconds([int(x) for x in uniq], "%Y-%m-%dT%H:%M:%S")), pa.array(inverse))
+    micros = pc.utf8_lpad(pa.array((ts_ns - secs * NS) // 1000).cast(pa.string()), width=6, padding="0")
+    return join(prefix, ".", micros, "Z")
 
 
 def with_seq(msgs: pa.Array, json: np.ndarray, stream: str, first: int = 0) -> pa.Array:

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from kubetrail.simulate.arrowtext import join, rfc3339_micro
 from kubetrail.simulate.timefmt import micro_time
+
+if TYPE_CHECKING:
+    from kubetrail.simulate.noise import NoiseEvents
 
 __all__ = [
     "POLICY_YAML",
@@ -18,6 +25,7 @@ __all__ = [
     "AuditTemplate",
     "allow",
     "encode_audit",
+    "encode_bulk",
     "level_for",
     "make_event",
     "sa_user",
@@ -72,9 +80,10 @@ def level_for(verb: str, resource: str, group: str) -> str:
 
 @dataclass
 class AuditTemplate:
-    """An event serialized once with ``%(AID)s``-style slots for what changes per event."""
+    """An event serialized once; ``slots`` (AID, RCV, STG, SEQ, X) go between the literal ``parts``."""
 
-    text: str
+    parts: list[str]
+    slots: list[str]
 
     @classmethod
     def of(cls, rec: AuditRecord) -> AuditTemplate:
@@ -83,8 +92,8 @@ class AuditTemplate:
         ev["requestReceivedTimestamp"] = "@@RCV@@"
         ev["stageTimestamp"] = "@@STG@@"
         ev["annotations"]["kubetrail.io/seq"] = "@@SEQ@@"
-        text = orjson.dumps(ev).decode().replace("%", "%%")
-        return cls(_SLOT_RE.sub(lambda m: f"%({m.group(1)})s", text) + "\n")
+        pieces = _SLOT_RE.split(orjson.dumps(ev).decode() + "\n")
+        return cls(pieces[0::2], pieces[1::2])
 
 
 _SLOT_RE = re.compile(r"@@(AID|RCV|STG|SEQ|X)@@")
@@ -92,15 +101,11 @@ _SLOT_RE = re.compile(r"@@(AID|RCV|STG|SEQ|X)@@")
 
 @dataclass
 class AuditRecord:
-    """One event: a full ``event`` dict (attacks), or a ``template`` plus the per-event values (noise)."""
+    """One event as a dict (attacks, templates); ``tag`` is the attack id for evidence events."""
 
     ts_ns: int  # stageTimestamp: the order events appear in the log
     event: dict[str, Any]
-    tag: str = ""  # attack id for evidence events, "" for background
-    template: AuditTemplate | None = None
-    latency_ns: int = 0
-    audit_id: str = ""
-    extra: str = ""  # value of an ``@@X@@`` slot in the template
+    tag: str = ""
 
 
 def sa_user(ns: str, name: str, uid: str, node: str = "", pod: str = "", pod_uid: str = "") -> dict[str, Any]:
@@ -219,16 +224,60 @@ def encode_audit(records: list[AuditRecord], stream: str = "audit", first: int =
     """JSON lines in ``records`` order, each with its ``kubetrail.io/seq`` annotation."""
     out = []
     for i, rec in enumerate(records, start=first):
-        if rec.template is not None:
-            values = {
-                "AID": rec.audit_id,
-                "RCV": micro_time(rec.ts_ns - rec.latency_ns),
-                "STG": micro_time(rec.ts_ns),
-                "SEQ": f"{stream}:{i}",
-                "X": rec.extra,
-            }
-            out.append(rec.template.text % values)
-            continue
         rec.event["annotations"]["kubetrail.io/seq"] = f"{stream}:{i}"
+        out.append(orjson.dumps(rec.event).decode() + "\n")
+    return out
+
+
+def encode_bulk(
+    noise: NoiseEvents, records: list[AuditRecord], stream: str = "audit", first: int = 0
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Noise columns and full ``records`` as one time-ordered Arrow array of JSON lines.
+
+    Noise is rendered per template with Arrow kernels (the literal parts joined with the id, time and
+    seq columns), records one by one. Returns (lines, their stageTimestamps, final index of each record).
+    """
+    n_noise, total = len(noise), len(noise) + len(records)
+    all_ts = np.concatenate([noise.ts, np.array([r.ts_ns for r in records], dtype=np.int64)])
+    order = np.argsort(all_ts, kind="stable")  # final position -> row
+    position = np.empty(total, dtype=np.int64)
+    position[order] = np.arange(total)
+    seq = join(f"{stream}:", pa.array(position[:n_noise] + first).cast(pa.string()))
+    cols = {
+        "AID": noise.audit_id,
+        "RCV": rfc3339_micro(noise.ts - noise.latency),
+        "STG": rfc3339_micro(noise.ts),
+        "SEQ": seq,
+        "X": pa.array(noise.extra, type=pa.string()),
+    }
+    pieces: list[pa.Array] = []
+    rows: list[np.ndarray] = []
+    by_template = np.argsort(noise.template, kind="stable")
+    bounds = np.flatnonzero(np.diff(noise.template[by_template])) + 1
+    for group in np.split(by_template, bounds) if n_noise else []:
+        tpl = noise.templates[int(noise.template[group[0]])]
+        idx = pa.array(group)
+        args: list[pa.Array | str] = [tpl.parts[0]]
+        for slot, part in zip(tpl.slots, tpl.parts[1:], strict=True):
+            args += [pc.take(cols[slot], idx), part]
+        pieces.append(join(*args))
+        rows.append(group)
+    if records:
+        pieces.append(
+            pa.array(encode_audit_at(records, [int(p) + first for p in position[n_noise:]], stream))
+        )
+        rows.append(np.arange(n_noise, total))
+    if not pieces:
+        return pa.array([], pa.string()), all_ts, position[n_noise:]
+    concat = pa.concat_arrays(pieces)
+    where = np.empty(total, dtype=np.int64)
+    where[np.concatenate(rows)] = np.arange(total)
+    return pc.take(concat, pa.array(where[order])), all_ts[order], position[n_noise:]
+
+
+def encode_audit_at(records: list[AuditRecord], seq_numbers: list[int], stream: str = "audit") -> list[str]:
+    out = []
+    for rec, n in zip(records, seq_numbers, strict=True):
+        rec.event["annotations"]["kubetrail.io/seq"] = f"{stream}:{n}"
         out.append(orjson.dumps(rec.event).decode() + "\n")
     return out

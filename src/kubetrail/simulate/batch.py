@@ -17,7 +17,7 @@ import numpy as np
 
 from kubetrail.simulate import arrowtext, system
 from kubetrail.simulate.attacks import Injection, plan_attacks
-from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, encode_audit
+from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, encode_bulk
 from kubetrail.simulate.cluster import Cluster, Container, Node, build_cluster
 from kubetrail.simulate.noise import background_events
 from kubetrail.simulate.options import SimulationOptions
@@ -261,17 +261,14 @@ class _Batch:
         cp = self.cluster.control_plane
         rng = stream_rng(self.o.seed, "audit")
         rate = self.o.audit_events_per_node_s * len(self.cluster.nodes)
-        records = background_events(self.cluster, self.t0, self.t1, rate, rng) + self.attack_audit
-        records.sort(key=lambda r: r.ts_ns)
-        units = arrowtext.to_arrow(encode_audit(records))
+        noise = background_events(self.cluster, self.t0, self.t1, rate, rng)
+        units, ts, positions = encode_bulk(noise, self.attack_audit)
         by_id = {a.id: a for a in self.report.attacks}
-        for i, rec in enumerate(records):
-            if rec.tag in by_id:
-                a = by_id[rec.tag]
-                a.seq_ids.append(f"audit:{i}")
-                if rec.event["auditID"] not in a.audit_ids:
-                    a.audit_ids.append(rec.event["auditID"])
-        ts = np.array([r.ts_ns for r in records], dtype=np.int64)
+        for rec, i in zip(self.attack_audit, positions.tolist(), strict=True):
+            a = by_id[rec.tag]
+            a.seq_ids.append(f"audit:{i}")
+            if rec.event["auditID"] not in a.audit_ids:
+                a.audit_ids.append(rec.event["auditID"])
         path = self.root / cp.name / "var/log/kubernetes/audit/audit.log"
         result = write_audit_log(
             path, units, ts, self.o.audit_rotate_bytes, self.o.audit_keep, self.o.audit_compress

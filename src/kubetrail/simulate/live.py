@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from kubetrail.simulate import arrowtext, system
-from kubetrail.simulate.audit import encode_audit
+from kubetrail.simulate.audit import encode_bulk
 from kubetrail.simulate.batch import container_log_paths, prepare_root, stream_rng
 from kubetrail.simulate.cluster import Cluster, Container, build_cluster
 from kubetrail.simulate.noise import background_events
@@ -234,12 +234,10 @@ class LiveSimulator:
 
     def _tick_audit(self, seconds: float, t_from: int, t_to: int) -> None:
         f = self.files["audit"]
-        records = background_events(self.cluster, t_from, t_to, self.live.audit_rate, self.rng)
-        if not records:
-            return
-        records.sort(key=lambda r: r.ts_ns)
-        units = arrowtext.to_arrow(encode_audit(records, first=f.next_seq))
-        self._append(f, units, len(units), t_to)
+        noise = background_events(self.cluster, t_from, t_to, self.live.audit_rate, self.rng)
+        if len(noise):
+            units, _, _ = encode_bulk(noise, [], first=f.next_seq)
+            self._append(f, units, len(units), t_to)
 
     # -- manifest ----------------------------------------------------------------------------------
     def _write_manifest(self) -> None:

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from kubetrail.simulate.arrowtext import join
 from kubetrail.simulate.audit import AuditRecord, AuditTemplate, allow, make_event, sa_user
-from kubetrail.simulate.cluster import Cluster, uid_from_bits
+from kubetrail.simulate.cluster import Cluster
 from kubetrail.simulate.timefmt import NS
 
-__all__ = ["background_events"]
+__all__ = ["NoiseEvents", "audit_ids", "background_events"]
 
 _KCM_UA = "kube-controller-manager/v1.31.2 (linux/amd64) kubernetes/5864a46/{}"
 _KUBELET_UA = "kubelet/v1.31.2 (linux/amd64) kubernetes/5864a46"
@@ -46,12 +50,12 @@ _CONTROLLERS = (
 _APP_NS = ("shop", "payments")
 _DEPLOYMENTS = ("cart", "orders", "catalog", "payments-api")
 
-Actor = Callable[[int, random.Random], AuditRecord]
+Actor = Callable[[int, random.Random], int]
 
 
 def background_events(
     cluster: Cluster, t0: int, t1: int, rate_per_s: float, rng: np.random.Generator
-) -> list[AuditRecord]:
+) -> NoiseEvents:
     """Noise at ``rate_per_s`` events per second between ``t0`` and ``t1`` (epoch ns), in time order."""
     n = int(rng.poisson(rate_per_s * (t1 - t0) / NS))
     times = np.sort(rng.integers(t0, t1, n))
@@ -59,7 +63,11 @@ def background_events(
     nodes = cluster.nodes
     pods = [c for c in cluster.containers if not c.static and c.start_at == 0]
     carts = [c for c in pods if c.namespace == "shop" and c.name == "cart"] or pods
-    cache: dict[tuple[Any, ...], AuditTemplate] = {}
+    cache: dict[tuple[Any, ...], int] = {}
+    templates: list[AuditTemplate] = []
+    latency = np.full(n, 3_000_000, dtype=np.int64)
+    extras: list[str] = [""] * n
+    row = [0]  # index of the event being generated
 
     def record(
         key: tuple[Any, ...],
@@ -68,18 +76,16 @@ def background_events(
         r: random.Random,
         latency_ns: int = 3_000_000,
         extra: str = "",
-    ) -> AuditRecord:
+    ) -> int:
         tpl = cache.get(key)
         if tpl is None:
-            tpl = cache[key] = AuditTemplate.of(build())
-        return AuditRecord(
-            t,
-            {},
-            template=tpl,
-            latency_ns=latency_ns,
-            audit_id=uid_from_bits(r.getrandbits(128)),
-            extra=extra,
-        )
+            tpl = cache[key] = len(templates)
+            templates.append(AuditTemplate.of(build()))
+        if latency_ns != 3_000_000:
+            latency[row[0]] = latency_ns
+        if extra:
+            extras[row[0]] = extra
+        return tpl
 
     def ev(**kw: Any) -> Callable[[], AuditRecord]:
         return lambda: make_event(ts_ns=0, audit_id="", **kw)
@@ -87,7 +93,7 @@ def background_events(
     def pick(r: random.Random, seq: Any) -> Any:
         return seq[int(r.random() * len(seq))]
 
-    def lease(t: int, r: random.Random) -> AuditRecord:
+    def lease(t: int, r: random.Random) -> int:
         node = pick(r, nodes)
         user = {"username": f"system:node:{node.name}", "groups": _NODE_GROUPS}
         return record(
@@ -107,7 +113,7 @@ def background_events(
             r,
         )
 
-    def node_status(t: int, r: random.Random) -> AuditRecord:
+    def node_status(t: int, r: random.Random) -> int:
         node = pick(r, nodes)
         body = {
             "status": {
@@ -138,7 +144,7 @@ def background_events(
             r,
         )
 
-    def node_reads(t: int, r: random.Random) -> AuditRecord:
+    def node_reads(t: int, r: random.Random) -> int:
         c = pick(r, pods)
         res = pick(r, ("configmaps", "secrets", "pods"))
         name = {"configmaps": "kube-root-ca.crt", "secrets": f"{c.pod.rsplit('-', 2)[0]}-tls", "pods": c.pod}[
@@ -160,7 +166,7 @@ def background_events(
             r,
         )
 
-    def controller(t: int, r: random.Random) -> AuditRecord:
+    def controller(t: int, r: random.Random) -> int:
         res, group, ver = pick(r, _WATCHED)
         verb = pick(r, ("list", "watch", "watch"))
         sa = pick(r, _CONTROLLERS)
@@ -190,7 +196,7 @@ def background_events(
             latency,
         )
 
-    def leader(t: int, r: random.Random) -> AuditRecord:
+    def leader(t: int, r: random.Random) -> int:
         comp = pick(r, ("kube-scheduler", "kube-controller-manager"))
         return record(
             ("leader", comp),
@@ -211,7 +217,7 @@ def background_events(
             r,
         )
 
-    def scheduler(t: int, r: random.Random) -> AuditRecord:
+    def scheduler(t: int, r: random.Random) -> int:
         c = pick(r, pods)
         body = {
             "kind": "Binding",
@@ -245,7 +251,7 @@ def background_events(
             r,
         )
 
-    def health(t: int, r: random.Random) -> AuditRecord:
+    def health(t: int, r: random.Random) -> int:
         path = pick(r, ("/livez", "/readyz", "/healthz"))
         return record(
             ("health", path),
@@ -267,7 +273,7 @@ def background_events(
             500_000,
         )
 
-    def human(t: int, r: random.Random) -> AuditRecord:
+    def human(t: int, r: random.Random) -> int:
         c = pick(r, pods)
         ns = c.namespace if c.namespace in _APP_NS else "shop"
         choice = int(r.random() * 4)
@@ -295,7 +301,7 @@ def background_events(
             r,
         )
 
-    def argocd(t: int, r: random.Random) -> AuditRecord:
+    def argocd(t: int, r: random.Random) -> int:
         ns, dep = pick(r, _APP_NS), pick(r, _DEPLOYMENTS)
         body = {
             "metadata": {
@@ -327,7 +333,7 @@ def background_events(
             r,
         )
 
-    def events_create(t: int, r: random.Random) -> AuditRecord:
+    def events_create(t: int, r: random.Random) -> int:
         c = pick(r, pods)
         body = {
             "kind": "Event",
@@ -356,7 +362,7 @@ def background_events(
             extra=f"{t:x}",
         )
 
-    def sa_app(t: int, r: random.Random) -> AuditRecord:
+    def sa_app(t: int, r: random.Random) -> int:
         c = pick(r, carts)
         return record(
             ("cart-sa", c.stream),
@@ -376,7 +382,7 @@ def background_events(
             r,
         )
 
-    def prometheus(t: int, r: random.Random) -> AuditRecord:
+    def prometheus(t: int, r: random.Random) -> int:
         res = pick(r, ("pods", "endpoints", "services", "nodes"))
         verb = pick(r, ("list", "watch"))
         latency = int(r.random() * 300 + 1) * NS if verb == "watch" else 4_000_000
@@ -415,4 +421,33 @@ def background_events(
     which = rng.choice(len(actors), size=n, p=weights / weights.sum()).tolist()
     # Per-event scalars come from ``random.Random`` (seeded from ``rng``): far cheaper than numpy scalars.
     r = random.Random(int(rng.integers(0, 2**63)))
-    return [actors[k][1](int(t), r) for k, t in zip(which, times.tolist(), strict=True)]
+    template = np.empty(n, dtype=np.int64)
+    for i, (k, t) in enumerate(zip(which, times.tolist(), strict=True)):
+        row[0] = i
+        template[i] = actors[k][1](int(t), r)
+    return NoiseEvents(times, template, templates, latency, extras, audit_ids(rng, n))
+
+
+@dataclass
+class NoiseEvents:
+    """Background events as columns: time (stageTimestamp), template index, latency, ``@@X@@`` value, id."""
+
+    ts: np.ndarray
+    template: np.ndarray
+    templates: list[AuditTemplate]
+    latency: np.ndarray
+    extra: list[str]
+    audit_id: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def audit_ids(rng: np.random.Generator, n: int) -> pa.Array:
+    """``n`` version-4 UUID strings drawn in bulk."""
+    raw = np.frombuffer(rng.bytes(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    hexes = pa.array(np.frombuffer(raw.tobytes().hex().encode(), dtype="S32")).cast(pa.string())
+    cut = [pc.utf8_slice_codeunits(hexes, a, b) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
+    return join(cut[0], "-", cut[1], "-", cut[2], "-", cut[3], "-", cut[4])
