@@ -57,11 +57,11 @@ class ReceiverContext:
         await self.submit(source, codec, data)
 
     async def submit(
-        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False
+        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False, cost: int = 0
     ) -> int:
         if not self.accepting:
             raise Backpressure("server is shutting down", self.retry_after_secs)
-        return await self.pipeline.submit(source, codec, data, hint, wait=wait)
+        return await self.pipeline.submit(source, codec, data, hint, wait=wait, cost=cost)
 
     async def enqueue(
         self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = True

@@ -71,5 +71,8 @@ class AgentReceiver(HttpReceiver[AgentConfig]):
             max_decompressed_bytes=limits.max_decompressed_bytes,
             max_chunks=self.config.max_chunks_per_request,
         )
-        await self.ctx.submit(self.name, f"agent+{encoding}", body, decoded)
+        # the decoded chunks stay in memory until stored: the queue budget counts them too
+        await self.ctx.submit(
+            self.name, f"agent+{encoding}", body, decoded, cost=len(body) + decoded.data_bytes
+        )
         return JSONResponse({"accepted_chunks": len(decoded.chunks)})

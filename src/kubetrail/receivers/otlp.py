@@ -277,7 +277,7 @@ class OtlpReceiver(HttpReceiver[OtlpConfig]):
         body = await read_body(request, limits.max_body_bytes, limits.read_timeout_secs)
         body = decompress_body(body, request.headers.get("content-encoding"), limits)
         req = parse_request(body, kind, limits)
-        await self.ctx.submit(self.name, f"otlp+{kind}", body, req)
+        await self.ctx.submit(self.name, f"otlp+{kind}", body, req, cost=3 * len(body))  # + decoded messages
         if kind == "json":
             return Response(b"{}", media_type="application/json")
         return Response(ExportLogsServiceResponse().SerializeToString(), media_type="application/x-protobuf")

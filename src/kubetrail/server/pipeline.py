@@ -164,25 +164,26 @@ class Pipeline:
     # -- the receivers' side --------------------------------------------------------------------
 
     async def submit(
-        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False
+        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False, cost: int = 0
     ) -> int:
         """Make ``data`` durable and queue it; returns its WAL seq once fsynced (= acknowledge now).
 
         ``wait=False`` raises ``Backpressure`` when the queue is full (HTTP: 429); ``wait=True`` waits
         for room (streams: stop reading, delay the ack).
         """
-        durable = await self.enqueue(source, codec, data, hint, wait=wait)
+        durable = await self.enqueue(source, codec, data, hint, wait=wait, cost=cost)
         return await durable
 
     async def enqueue(
-        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False
+        self, source: str, codec: str, data: bytes, hint: Any = None, *, wait: bool = False, cost: int = 0
     ) -> asyncio.Future[int]:
         """Like ``submit`` but returns at once with a future that resolves when the record is durable.
 
         Stream receivers use it to keep reading while earlier frames are being fsynced; they send
-        each acknowledgement when its future resolves (the order of sequence numbers).
+        each acknowledgement when its future resolves (the order of sequence numbers). ``cost`` is
+        the memory the record holds until stored when larger than ``data`` (a decompressed hint).
         """
-        n = len(data)
+        n = max(cost, len(data))  # the hint (decoded form) may be larger than the bytes
         if wait:
             if not self._fits(n):
                 self.metrics.backpressure.labels(source, "paused").inc()
@@ -203,7 +204,7 @@ class Pipeline:
         self._wakeup.set()
         self.metrics.queue_bytes.set(self.budget.used)
         self.metrics.wal_appends.inc()
-        self.metrics.received_bytes.labels(source).inc(n)
+        self.metrics.received_bytes.labels(source).inc(len(data))
         started = time.perf_counter()
         durable.add_done_callback(
             lambda _f: self.metrics.wal_ack_latency.observe(time.perf_counter() - started)
