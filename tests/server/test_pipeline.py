@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pyarrow as pa
 
 from kubetrail.chunk import Chunk, FileIdentity, Origin
@@ -135,3 +136,49 @@ def _replay(path: Path) -> list[WalRecord]:
         return list(wal.replay())
     finally:
         wal.close_sync()
+
+
+def test_search_api_is_mounted_and_needs_a_hunter_token(tmp_path: Path) -> None:
+    import yaml
+
+    from kubetrail.server.auth import hash_token
+
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        yaml.safe_dump(
+            {
+                "tokens": [
+                    {"name": "agents", "hash": hash_token("agent-secret"), "roles": ["agent"]},
+                    {"name": "alice", "hash": hash_token("hunter-secret"), "roles": ["hunter"]},
+                ]
+            }
+        )
+    )
+
+    async def go() -> None:
+        server = _server(tmp_path, {"server": {"listen": "127.0.0.1:0", "tokens_file": str(tokens)}})
+        await server.start()
+        try:
+            host, port = server.receivers["agent"].address  # type: ignore[attr-defined]
+            body, headers = encode_request("node-1", [Chunk(_origin(), CRI)], token="agent-secret")
+            async with httpx.AsyncClient() as client:
+                r = await client.post(f"http://{host}:{port}{PATH}", content=body, headers=headers)
+                assert r.status_code == 200
+                assert server.pipeline is not None
+                await server.pipeline.wait_idle()
+                assert server.api is not None
+                api_host, api_port = server.api.address
+                url = f"http://{api_host}:{api_port}/api/v1/search"
+                params = {"q": "*", "since": "30000d"}
+                assert (await client.get(url, params=params)).status_code == 401
+                agent_auth = {"Authorization": "Bearer agent-secret"}
+                assert (await client.get(url, params=params, headers=agent_auth)).status_code == 403
+                auth = {"Authorization": "Bearer hunter-secret"}
+                r = await client.get(url, params=params, headers=auth)
+                assert r.status_code == 200, r.text
+                messages = sorted(orjson.loads(line)["message"] for line in r.text.splitlines() if line)
+                assert messages == ["GET /index.html 200", "part one and two"]
+        finally:
+            await server.stop()
+
+    asyncio.run(go())

@@ -25,8 +25,8 @@ from starlette.routing import Route
 from kubetrail.components import Output, Receiver, Transform
 from kubetrail.config import KubetrailConfig, Topology
 from kubetrail.errors import ConfigError
-from kubetrail.receivers._context import ReceiverContext
-from kubetrail.receivers._http import HttpListener, serve_http
+from kubetrail.receivers._context import ReceiverContext, Unauthorized
+from kubetrail.receivers._http import HttpListener, bearer_token, serve_http
 from kubetrail.server.auth import TokenStore
 from kubetrail.server.backpressure import ByteBudget, RateLimiter
 from kubetrail.server.metrics import ServerMetrics
@@ -174,11 +174,32 @@ class KubetrailServer:
             api = FastAPI(title="kubetrail")
             api.state.kubetrail_store = self.store
             api.include_router(router)
+            api.middleware("http")(self._require_reader)
             app.mount("/api", api)
         except (ImportError, AttributeError):
             log.info("kubetrail.store.api not available: the query API is not served")
         app.state.kubetrail_store = self.store
         return app
+
+    async def _require_reader(self, request: Request, call_next: Any) -> Response:
+        """Every read path needs a token with the hunter role (admin passes) when tokens are configured;
+        the caller's token name is logged with the query (who searched what)."""
+        assert self.ctx is not None
+        try:
+            identity = self.ctx.authenticate(bearer_token(request), "hunter")
+        except Unauthorized as exc:
+            headers = {"WWW-Authenticate": 'Bearer realm="kubetrail"'} if exc.status == 401 else {}
+            body = {"error": {"code": "KT-AUTH", "message": str(exc)}}
+            return JSONResponse(body, status_code=exc.status, headers=headers)
+        log.info(
+            "api %s %s by %s: %s",
+            request.method,
+            request.url.path,
+            identity.name if identity else "anonymous",
+            request.url.query[:500],
+        )
+        response: Response = await call_next(request)
+        return response
 
     def request_stop(self) -> None:
         self._stop_event.set()
