@@ -43,6 +43,15 @@ def test_same_seed_gives_byte_identical_tree(tmp_path: Path) -> None:
     assert tree_digest(tmp_path / "c") != a
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path: Path) -> None:
+    opts = SimulationOptions(nodes=2, hours=0.02, seed=9, docker_nodes=1, rotate_bytes=50_000)
+    one = simulate_batch(tmp_path / "one", opts)
+    two = simulate_batch(tmp_path / "two", opts, workers=2)
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+    assert one.manifest() == two.manifest()
+    assert [a.to_json() for a in one.attacks] == [a.to_json() for a in two.attacks]
+
+
 def test_rerun_into_same_root_replaces_it(tmp_path: Path) -> None:
     opts = SimulationOptions(nodes=1, hours=0.01, seed=1)
     simulate_batch(tmp_path / "x", opts)

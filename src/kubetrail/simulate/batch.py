@@ -7,10 +7,12 @@ with one write per file.
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from kubetrail.simulate.audit import POLICY_YAML, AuditRecord, encode_bulk
 from kubetrail.simulate.cluster import Cluster, Container, Node, build_cluster
 from kubetrail.simulate.noise import background_events
 from kubetrail.simulate.options import SimulationOptions
-from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
+from kubetrail.simulate.report import MANIFEST, LayerStats, SimulationReport, StreamInfo
 from kubetrail.simulate.rotation import (
     WriteResult,
     write_audit_log,
@@ -280,14 +282,74 @@ class _Batch:
         policy.write_text(POLICY_YAML)
 
     def run(self) -> SimulationReport:
-        for c in self.cluster.containers:
-            self.container(c)
-        for node in self.cluster.nodes:
-            self.node_logs(node)
-        self.audit()
+        return self.run_parallel(1)
+
+    def jobs(self) -> list[tuple[float, Job]]:
+        """Every stream group as a job with a rough cost (lines x per-line cost), for balancing workers."""
+        span_s = (self.t1 - self.t0) / NS
+        total_weight = sum(c.weight for c in self.cluster.containers if c.start_at == 0)
+        per_weight = self.o.lines_per_node_s * len(self.cluster.nodes) * span_s / total_weight
+        out: list[tuple[float, Job]] = [
+            (c.weight * per_weight, ("container", i)) for i, c in enumerate(self.cluster.containers)
+        ]
+        out += [(7.0 * span_s * 2, ("node", i)) for i in range(len(self.cluster.nodes))]
+        out.append((self.o.audit_events_per_node_s * len(self.cluster.nodes) * span_s * 3, ("audit", 0)))
+        return out
+
+    def run_jobs(self, jobs: list[Job]) -> None:
+        for kind, i in jobs:
+            if kind == "container":
+                self.container(self.cluster.containers[i])
+            elif kind == "node":
+                self.node_logs(self.cluster.nodes[i])
+            else:
+                self.audit()
+
+    def run_parallel(self, workers: int) -> SimulationReport:
+        """Run every job here (``workers`` = 1) or spread over worker processes; the bytes are the same."""
+        jobs = self.jobs()
+        if workers <= 1:
+            self.run_jobs([job for _, job in jobs])
+        else:
+            parts: list[list[Job]] = [[] for _ in range(workers)]
+            load = [0.0] * workers
+            for cost, job in sorted(jobs, key=lambda x: -x[0]):  # longest first to the least loaded
+                k = load.index(min(load))
+                parts[k].append(job)
+                load[k] += cost
+            ctx = multiprocessing.get_context("spawn")  # no fork: pyarrow's threads must not be forked
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                results = list(pool.map(_worker, [(self.root, self.o, part) for part in parts if part]))
+            by_id = {a.id: a for a in self.report.attacks}
+            for streams, layers, evidence in results:
+                self.report.streams.update(streams)
+                for name, stats in layers.items():
+                    mine = self.report.layers[name]
+                    mine.files, mine.lines, mine.bytes = (
+                        mine.files + stats.files,
+                        mine.lines + stats.lines,
+                        mine.bytes + stats.bytes,
+                    )
+                for aid, (seq_ids, audit_ids) in evidence.items():
+                    by_id[aid].seq_ids.extend(seq_ids)
+                    by_id[aid].audit_ids.extend(x for x in audit_ids if x not in by_id[aid].audit_ids)
         for a in self.report.attacks:
             a.seq_ids.sort(key=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])))
         return self.report
+
+
+Job = tuple[str, int]  # ("container", index) | ("node", index) | ("audit", 0)
+
+
+def _worker(
+    args: tuple[Path, SimulationOptions, list[Job]],
+) -> tuple[dict[str, StreamInfo], dict[str, LayerStats], dict[str, tuple[list[str], list[str]]]]:
+    """Rebuild the (deterministic) plan in a worker process and write its share of the streams."""
+    root, options, jobs = args
+    batch = _Batch(root, options)
+    batch.run_jobs(jobs)
+    evidence = {a.id: (a.seq_ids, a.audit_ids) for a in batch.report.attacks}
+    return batch.report.streams, batch.report.layers, evidence
 
 
 def _take(items: list[str], order: np.ndarray) -> list[str]:
@@ -303,12 +365,18 @@ def _priority(msg: str) -> str:
     return "6"
 
 
-def simulate_batch(root: Path | str, options: SimulationOptions | None = None) -> SimulationReport:
-    """Write the simulated cluster under ``root`` and return what was written (also ``manifest.json``)."""
+def simulate_batch(
+    root: Path | str, options: SimulationOptions | None = None, workers: int = 1
+) -> SimulationReport:
+    """Write the simulated cluster under ``root`` and return what was written (also ``manifest.json``).
+
+    ``workers`` > 1 spreads the streams over that many processes (same bytes, less wall time on idle
+    cores; each worker pays ~1 s of imports).
+    """
     started = time.perf_counter()
     root = Path(root)
     prepare_root(root)
-    report = _Batch(root, options or SimulationOptions()).run()
+    report = _Batch(root, options or SimulationOptions()).run_parallel(workers)
     report.write()
     report.seconds = time.perf_counter() - started
     return report

@@ -119,6 +119,7 @@ def register(app: typer.Typer) -> None:
         containers: int = typer.Option(50, help="Live: containers appended to."),
         audit_rate: float = typer.Option(200.0, help="Live: audit events per second."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
+        workers: int = typer.Option(1, help="Batch: worker processes (same output, less wall time)."),
     ) -> None:
         """Simulate a cluster's logs: container, node, control-plane and audit layers, with attacks."""
         from kubetrail.simulate.batch import simulate_batch
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
             _run_live(root, options, rate, duration, containers, audit_rate, as_json)
             return
         try:
-            report = simulate_batch(root, options)
+            report = simulate_batch(root, options, workers=workers)
         except FileExistsError as exc:
             Console(stderr=True).print(f"[red]{exc}[/red]")
             raise typer.Exit(code=2) from None
