@@ -25,7 +25,10 @@ class SimulationOptions(BaseModel):
     audit_events_per_node_s: float = Field(6.0, ge=0, description="Background audit events per node per s.")
     rotate_bytes: int = Field(10 * MIB, ge=4096, description="kubelet containerLogMaxSize.")
     rotate_keep: int = Field(5, ge=2, description="kubelet containerLogMaxFiles (current file included).")
-    copytruncate: bool = Field(False, description="Rotate by copy + truncate instead of rename.")
+    copytruncate: bool = Field(
+        False,
+        description="Live mode: rotate by copy + truncate instead of rename (batch trees are the same).",
+    )
     audit_rotate_bytes: int = Field(100 * MIB, ge=4096, description="kube-apiserver --audit-log-maxsize.")
     audit_keep: int = Field(10, ge=1, description="kube-apiserver --audit-log-maxbackup.")
     audit_compress: bool = Field(False, description="kube-apiserver --audit-log-compress.")
