@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from fluent import asyncsender, sender
 from hypothesis import given, settings
@@ -346,3 +347,24 @@ def test_nesting_limit() -> None:
     with pytest.raises(ProtocolError):
         inspect_frame(["t", 1, {"deep": deep}], LimitsConfig(max_nesting_depth=64))
     inspect_frame(["t", 1, {"shallow": {"a": [1, 2]}}], LimitsConfig(max_nesting_depth=64))
+
+
+def test_json_application_log_in_record_is_extracted(tmp_path: Path) -> None:
+    store = MemoryStore()
+
+    async def body(server: KubetrailServer) -> None:
+        record = {
+            "log": '{"level":"error","msg":"db down","user":"bob"}',
+            "kubernetes": {"pod_name": "api-0"},
+        }
+        frame = msgpack.packb(["kube.api", 1764220000, record, {"chunk": "j"}])
+        assert await asyncio.to_thread(_send_and_ack, _addr(server), frame) == {"ack": "j"}
+        await settle(server)
+
+    asyncio.run(_with_server(tmp_path, _cfg(), body, store))
+    [row] = store.rows.values()
+    assert row["message"] == "db down"
+    assert row["log.level"] == "error"
+    assert row["kubernetes.pod.name"] == "api-0"
+    attributes = orjson.loads(row["attributes"])
+    assert attributes["user"] == "bob" and attributes["fluent.tag"] == "kube.api"

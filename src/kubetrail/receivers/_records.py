@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kubetrail.schema import SCHEMA, conform
 
-__all__ = ["MappedRecord", "nesting_depth_exceeds", "records_to_batch"]
+__all__ = ["MappedRecord", "extract_message_payload", "nesting_depth_exceeds", "records_to_batch"]
 
 MappedRecord = tuple[int | None, Mapping[str, Any]]  # (time in ns since the epoch or None, record)
 
@@ -179,3 +181,46 @@ def records_to_batch(
     arrays["event.dataset"] = pa.array([dataset] * n)
     arrays["event.module"] = pa.array([module] * n)
     return conform(arrays, n)
+
+
+def extract_message_payload(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Read JSON / logfmt application logs inside ``message`` with the formats' payload extraction.
+
+    Fluent Bit forwards a container's line as ``log``; when that is ``{"level": "error", "msg": ...}``
+    the level, message, logger and error fields fill their columns (where the record did not set
+    them) and the payload's fields join ``attributes`` (the record's own keys win on a clash).
+    """
+    from kubetrail.formats.payload import extract_payload
+
+    if batch.num_rows == 0:
+        return batch
+    message = batch.column(SCHEMA.get_field_index("message"))
+    extracted = extract_payload(message)
+    for name, values in extracted.items():
+        if name not in _COLUMNS or len(values) != batch.num_rows:
+            continue
+        i = SCHEMA.get_field_index(name)
+        current = batch.column(i)
+        if name == "message":
+            merged = pc.coalesce(values.cast(current.type), current)
+        elif name == "attributes":
+            merged = _merge_json(current, values)
+        else:
+            merged = pc.coalesce(current, values.cast(current.type))
+        batch = batch.set_column(i, SCHEMA.field(i), merged)
+    return batch
+
+
+def _merge_json(record_attrs: pa.Array, payload_attrs: pa.Array) -> pa.Array:
+    both = pc.and_(pc.is_valid(record_attrs), pc.is_valid(payload_attrs))
+    merged = pc.coalesce(record_attrs, payload_attrs.cast(pa.string()))
+    if not pc.any(both).as_py():
+        return merged
+    out = merged.to_pylist()
+    rec, pay = record_attrs.to_pylist(), payload_attrs.to_pylist()
+    for i in np.flatnonzero(both.to_numpy(zero_copy_only=False)):  # rows with both: merge the objects
+        try:
+            out[i] = orjson.dumps({**orjson.loads(pay[i]), **orjson.loads(rec[i])}).decode()
+        except (orjson.JSONDecodeError, TypeError):
+            out[i] = rec[i]
+    return pa.array(out, pa.string())

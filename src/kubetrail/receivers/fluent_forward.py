@@ -34,7 +34,12 @@ from pydantic import Field
 from kubetrail.components import receivers
 from kubetrail.errors import LimitExceeded, ProtocolError
 from kubetrail.receivers._context import ListenerConfig
-from kubetrail.receivers._records import MappedRecord, nesting_depth_exceeds, records_to_batch
+from kubetrail.receivers._records import (
+    MappedRecord,
+    extract_message_payload,
+    nesting_depth_exceeds,
+    records_to_batch,
+)
 from kubetrail.receivers._stream import ClientGone, StreamReceiver
 from kubetrail.schema import event_id_prefix
 from kubetrail.server.pipeline import register_codec
@@ -249,7 +254,9 @@ def decode_forward_record(record: WalRecord, hint: Any) -> Any:
         prefix = event_id_prefix("forward", record.source, frame.tag, frame.chunk)
     else:  # stable under WAL replay
         prefix = event_id_prefix("forward", record.source, "wal", record.seq)
-    batch = records_to_batch(records, id_prefix=prefix, dataset="forward", module="forward")
+    batch = extract_message_payload(
+        records_to_batch(records, id_prefix=prefix, dataset="forward", module="forward")
+    )
     bad = [i for i, (_, r) in enumerate(records) if "fluent.bad_entry" in r]
     if bad:
         import pyarrow as pa
