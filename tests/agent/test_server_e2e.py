@@ -40,7 +40,8 @@ def start_server(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
 def stored_seq(data_dir: Path) -> Counter[str]:
     code = (
         "import sys, json; from kubetrail.store.core import Store\n"
-        "s = Store(sys.argv[1]); t = s.sql('SELECT message FROM logs'); s.close()\n"
+        "s = Store(sys.argv[1])\n"
+        "t = s.sql('SELECT concat_ws(\\' \\', message, \"kubernetes.audit.auditID\") FROM logs'); s.close()\n"
         "print(json.dumps([m for m in t.column(0).to_pylist() if m]))"
     )
     out = subprocess.run(
@@ -87,7 +88,7 @@ def test_agent_to_real_server_exactly_once(tmp_path: Path) -> None:
     )
     agent = AgentProcess(tmp_path, cfg)
     writer_cmd = [sys.executable, str(HERE / "writer.py"), "--root", str(logs), "--containers", "6"]
-    writer_cmd += ["--rate", "1500", "--duration", "15", "--rotate-bytes", "150000", "--journal-rate", "0"]
+    writer_cmd += ["--rate", "1500", "--duration", "10", "--rotate-bytes", "100000", "--journal-rate", "0"]
     writer = subprocess.Popen([*writer_cmd, "--mode", "mixed"], cwd=REPO)
     agent.start()
     try:
