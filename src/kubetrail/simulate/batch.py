@@ -32,7 +32,7 @@ from kubetrail.simulate.rotation import (
     write_plain,
 )
 from kubetrail.simulate.timefmt import NS, parse_start
-from kubetrail.simulate.workloads import big_line, render
+from kubetrail.simulate.workloads import PROFILES, big_line, render
 from kubetrail.simulate.writers import add_seq, encode_cri, encode_docker, encode_journal
 
 __all__ = ["container_log_paths", "prepare_root", "simulate_batch", "stream_rng"]
@@ -137,7 +137,9 @@ class _Batch:
         line_ts = ts[r.owner] + pos * 1000
         msgs, stderr, json = r.lines, r.stderr, r.json
         tags: list[str] | None = None
-        inj = self.injections.get(c.stream)
+        inj = list(self.injections.get(c.stream, []))
+        if c.restart_at is not None:
+            inj += _crash(c, rng, self.t0 + int(c.restart_at * span))
         if inj:
             all_ts = np.concatenate([line_ts, np.array([i.ts_ns for i in inj], dtype=np.int64)])
             order = np.argsort(all_ts, kind="stable")
@@ -350,6 +352,17 @@ def _worker(
     batch.run_jobs(jobs)
     evidence = {a.id: (a.seq_ids, a.audit_ids) for a in batch.report.attacks}
     return batch.report.streams, batch.report.layers, evidence
+
+
+def _crash(c: Container, rng: np.random.Generator, restart_ns: int) -> list[Injection]:
+    """What a container prints as it dies before its restart: its runtime's stack trace, or a fatal line."""
+    profile = PROFILES[c.profile]
+    t = restart_ns - 2_000_000
+    if profile.multiline is not None:
+        block = profile.multiline(np.array([t], dtype=np.int64), rng, c)
+    else:
+        block = [f"fatal: {c.name}: unrecoverable error, exiting with status 1"]
+    return [Injection(t + k * 1000, line, True, False, "") for k, line in enumerate(block)]
 
 
 def _take(items: list[str], order: np.ndarray) -> list[str]:

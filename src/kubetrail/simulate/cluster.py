@@ -121,7 +121,7 @@ _WORKLOADS: list[tuple[str, str, str, float, list[tuple[str, str, str, float]]]]
 ]
 _DAEMONSETS: list[tuple[str, str, str, str, str, float]] = [
     ("kube-system", "kube-proxy", "kube-proxy", "klog", "registry.k8s.io/kube-proxy:v1.31.2", 0.2),
-    ("kube-system", "kindnet", "kindnet-cni", "plain", "docker.io/kindest/kindnetd:v20241023-a345ebe4", 0.3),
+    ("kube-system", "kindnet", "kindnet-cni", "klog", "docker.io/kindest/kindnetd:v20241023-a345ebe4", 0.3),
     (
         "monitoring",
         "node-exporter",

@@ -350,7 +350,11 @@ _LOGFMT = (
     ),
     (
         'level=info collector=netdev msg="scrape finished" caller=collector.go:%d duration_seconds=0.00%d',
-        "node",
+        "node-exporter",
+    ),
+    (
+        'level=info collector=filesystem msg="Parsed flag" caller=filesystem_common.go:%d mounts=%d',
+        "node-exporter",
     ),
 )
 
@@ -358,9 +362,10 @@ _LOGFMT = (
 def _logfmt(ts: np.ndarray, rng: np.random.Generator, c: Container) -> tuple[list[str], np.ndarray]:
     n = len(ts)
     t = stamp(ts, "%Y-%m-%dT%H:%M:%S", 3, suffix="Z")
-    k = rng.integers(0, len(_LOGFMT), n).tolist()
+    pool = [tmpl for tmpl, owner in _LOGFMT if owner == c.name] or [tmpl for tmpl, _ in _LOGFMT]
+    k = rng.integers(0, len(pool), n).tolist()
     a, b = rng.integers(1, 999, n).tolist(), rng.integers(1, 99, n).tolist()
-    lines = [f"ts={tt} " + (_LOGFMT[i][0] % (x, y)) for tt, i, x, y in zip(t, k, a, b, strict=True)]
+    lines = [f"ts={tt} " + (pool[i] % (x, y)) for tt, i, x, y in zip(t, k, a, b, strict=True)]
     return lines, np.zeros(n, dtype=bool)
 
 
