@@ -219,14 +219,20 @@ class Pipeline:
     async def replay(self) -> int:
         """Feed the WAL's records after the checkpoint through the pipeline; returns how many."""
         count = 0
+        queued = 0
+        group_bytes = max(1, min(self.max_batch_bytes, self.budget.capacity // 2))
         for record in self.wal.replay():
+            if queued and queued + len(record.data) > group_bytes and self._task is None:
+                await self._process_available()  # keep the replay within the budget
+                queued = 0
             await self.budget.reserve(len(record.data))
             self._idle.clear()
             self._queue.append(_Item(record, None, None, len(record.data)))
+            queued += len(record.data)
             count += 1
             self.metrics.replayed.inc()
-            if self._task is None:
-                await self._process_available()
+        if self._task is None:
+            await self._process_available()
         return count
 
     def start(self) -> None:
