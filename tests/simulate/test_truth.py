@@ -125,8 +125,9 @@ def test_noise_does_not_look_like_attacks(
             assert ref.get("resource") not in ("clusterrolebindings", "cronjobs", "daemonsets"), ev
             assert ref.get("namespace") != "kube-system" or user.startswith("system:"), ev
             assert not (ref.get("resource") == "events" and ev["verb"].startswith("delete")), ev
-        if ref.get("resource") == "secrets" and ev["verb"] == "list":
-            assert user.startswith("system:") and not user.startswith("system:serviceaccount:"), ev
+        assert not (ref.get("resource") == "secrets" and ev["verb"] == "list"), ev
+        if ev["verb"] == "create" and ref.get("resource") == "pods":
+            assert ref.get("namespace") != "kube-system", ev
     # container and node logs: attack strings only in evidence
     evidence_seq = {s for t in truth for s in t["seq_ids"]}
     miner_streams = {s for t in truth for s in t["streams"]}
