@@ -157,59 +157,75 @@ class Multiline:
         starts_group |= (position > 0) & (position % self.max_lines == 0)
         group_first = np.flatnonzero(starts_group)
         group_last = np.append(group_first[1:] - 1, n - 1)
-        sorted_msg = events.message.take(from_np(order))
-        with_nl = pc.binary_join_element_wise(sorted_msg, "\n", "")
-        offsets = np.frombuffer(with_nl.buffers()[1], dtype=np.int32)[with_nl.offset : with_nl.offset + n + 1]
-        data = with_nl.buffers()[2]
-        joined = slice_ranges(
-            data if data is not None else b"",
-            offsets[group_first].astype(np.int64),
-            offsets[group_last + 1].astype(np.int64) - 1,
-        ).cast(pa.string())
+        sizes = group_last - group_first + 1
+        n_groups = group_first.size
         first_rows = order[group_first]
-        first_line = sorted_msg.take(from_np(group_first))
-        last_line = sorted_msg.take(from_np(group_last))
-        first_text = first_line
-        if held:
-            # a held event's message is already joined text: its first line is what was held
-            held_groups = np.flatnonzero(first_rows < len(held))
-            if held_groups.size:
-                firsts = pa.array([held[int(r)][1].first for r in first_rows[held_groups]], pa.string())
-                first_text = pc.coalesce(scatter(firsts, held_groups, len(first_line)), first_line)
         held_lines = np.ones(n, dtype=np.int64)
         for i, (_, h) in enumerate(held):
             held_lines[i] = h.lines
         line_count = np.add.reduceat(held_lines[order], group_first)
         multi = line_count > 1
+        # hold back the last group of each stream when it may still grow
+        stream_of_group = s_stream[group_first]
+        last_group_of_stream = np.ones(n_groups, dtype=bool)
+        last_group_of_stream[:-1] = stream_of_group[1:] != stream_of_group[:-1]
+        growing = anchor[group_last] | s_weak[group_last] & multi
+        if self.start_pattern is not None:
+            growing = np.ones(n_groups, dtype=bool)
+        hold = last_group_of_stream & growing & (line_count < self.max_lines)
+        if not held and not hold.any() and n_groups == n:
+            return events  # candidates, but nothing joined and nothing to wait for
+        # join the text of the groups that need it (multi-line or held), and only theirs
+        need = np.flatnonzero(multi | hold)
+        joined = pa.array([], pa.string())
+        last_line = pa.array([], pa.string())
+        if need.size:
+            member_pos = np.flatnonzero(np.repeat(multi | hold, sizes))
+            members = events.message.take(from_np(order[member_pos]))
+            with_nl = pc.binary_join_element_wise(members, "\n", "")
+            m = len(members)
+            offsets = np.frombuffer(with_nl.buffers()[1], dtype=np.int32)[
+                with_nl.offset : with_nl.offset + m + 1
+            ]
+            data = with_nl.buffers()[2]
+            ends = np.cumsum(sizes[need])
+            joined = slice_ranges(
+                data if data is not None else b"",
+                offsets[ends - sizes[need]].astype(np.int64),
+                offsets[ends].astype(np.int64) - 1,
+            ).cast(pa.string())
+            last_line = members.take(from_np(ends - 1))
+        first_text = events.message.take(from_np(first_rows))
+        if held:
+            # a held event's message is already joined text: its first line is what was held
+            held_groups = np.flatnonzero(first_rows < len(held))
+            if held_groups.size:
+                firsts = pa.array([held[int(r)][1].first for r in first_rows[held_groups]], pa.string())
+                first_text = pc.coalesce(scatter(firsts, held_groups, n_groups), first_text)
         bits = np.bitwise_or.reduceat(events.bits[order], group_first).astype(np.uint16)
-        multi_arr = from_np(multi)
-        message = pc.if_else(multi_arr, first_text, joined)
-        stack = pc.if_else(multi_arr, joined, pa.nulls(len(joined), pa.string()))
-        error_type = self._error_type(first_text, last_line, multi_arr)
+        multi_of_need = multi[need]
+        stack_need = pc.if_else(from_np(multi_of_need), joined, pa.nulls(need.size, pa.string()))
+        type_need = self._error_type(first_text.take(from_np(need)), last_line, from_np(multi_of_need))
         result = Pieces(
-            message,
+            first_text,
             events.stream[first_rows],
             events.ts[first_rows],
             events.offsets[first_rows],
             bits,
-            {"error.stack_trace": stack, "error.type": error_type},
+            {
+                "error.stack_trace": scatter(stack_need, need, n_groups),
+                "error.type": scatter(type_need, need, n_groups),
+            },
         )
-        # hold back the last group of each stream when it may still grow
-        stream_of_group = s_stream[group_first]
-        last_group_of_stream = np.ones(group_first.size, dtype=bool)
-        last_group_of_stream[:-1] = stream_of_group[1:] != stream_of_group[:-1]
-        growing = anchor[group_last] | s_weak[group_last] & multi
-        if self.start_pattern is not None:
-            growing = np.ones(group_first.size, dtype=bool)
-        hold = last_group_of_stream & growing & (line_count < self.max_lines)
+        need_index = {int(g): j for j, g in enumerate(need.tolist())}
+        held_since = {h.offset: h.since for _, h in held}
         for g in np.flatnonzero(hold).tolist():
-            code = int(stream_of_group[g])
-            held_since = {h.offset: h.since for _, h in held}
+            j = need_index[g]
             offset = int(result.offsets[g])
-            self._held[(key, code)] = _Held(
-                text=joined[g].as_py(),
+            self._held[(key, int(stream_of_group[g]))] = _Held(
+                text=joined[j].as_py(),
                 first=first_text[g].as_py(),
-                last=last_line[g].as_py(),
+                last=last_line[j].as_py(),
                 ts=int(result.ts[g]),
                 offset=offset,
                 bits=int(bits[g]),
