@@ -19,7 +19,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kubetrail.chunk import Chunk, FileIdentity, Origin
 from kubetrail.schema import TIMESTAMP, conform
 from kubetrail.store import Store, StoreConfig
-from kubetrail.store.config import QueryLimits
+from kubetrail.store.config import CompactionConfig, QueryLimits
+from kubetrail.store.retention import compact, purge_superseded
 
 T0 = 1_764_201_600 * 10**9
 DAY_NS = 86_400 * 10**9
@@ -208,96 +211,235 @@ def timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
-    n_total = 400_000 if quick else 50_000_000
-    chunk = 100_000 if quick else 1_000_000
+Corpus = Iterator[tuple[pa.RecordBatch, int]]
+Queries = dict[str, tuple[str, str, str]]  # name -> (hunting query, DuckDB WHERE, chDB WHERE)
+
+
+def generated_corpus(quick: bool) -> Corpus:
+    """The numpy-generated corpus (high-entropy: random IPs, request ids, latencies)."""
+    n_total, chunk = (400_000, 100_000) if quick else (50_000_000, 1_000_000)
+    chunks = n_total // chunk
+    span = DAY_NS // chunks
+    for i in range(chunks):
+        yield generate(chunk, seed=i, start_ns=T0 + i * span, span_ns=span, offset=i * chunk)
+
+
+def _file_chunks(path: Path, node: str, inode: int, source: str, source_path: str) -> Iterator[Chunk]:
+    with path.open("rb") as fh:
+        offset, carry = 0, b""
+        while data := fh.read(1 << 20):
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            carry = data[cut:]
+            origin = Origin(
+                node=node, source=source, path=source_path, file=FileIdentity(1, inode, "f"), offset=offset
+            )
+            yield Chunk(origin, data[:cut])
+            offset += cut
+
+
+def simulator_corpus(quick: bool, workdir: Path) -> Corpus:
+    """``kubetrail.simulate`` writes a cluster's log files; the server's ``Parsing`` stage parses them."""
+    from kubetrail.formats.dispatch import Parsing
+    from kubetrail.simulate import SimulationOptions, simulate_batch
+
+    root = workdir / "sim"
+    options = SimulationOptions(hours=0.5, nodes=3) if quick else SimulationOptions(hours=24, nodes=13)
+    simulate_batch(root, options)
+    files: list[tuple[Path, str, str, str]] = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.suffix == ".gz":
+            continue
+        rel = str(path.relative_to(root))
+        node, _, inner = rel.partition("/")
+        inner = "/" + inner
+        if inner.startswith("/var/log/pods/"):
+            files.append((path, node, "container", inner))
+        elif inner.startswith("/var/log/kubernetes/audit/"):
+            files.append((path, node, "audit", inner))
+        elif inner.startswith("/var/log/kubelet.log"):
+            files.append((path, node, "klog", inner))
+        elif inner.startswith("/var/log/syslog"):
+            files.append((path, node, "syslog", inner))
+    parsing = Parsing()
+    pending: list[pa.RecordBatch] = []
+    rows = raw = 0
+    now = datetime.now(UTC)
+    for inode, (path, node, source, inner) in enumerate(files, start=1):
+        for chunk in _file_chunks(path, node, inode, source, inner):
+            raw += len(chunk.data)
+            batch = parsing.parse(chunk, now)
+            if batch.num_rows:
+                pending.append(batch)
+                rows += batch.num_rows
+            if rows >= 200_000:
+                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0], raw
+                pending, rows, raw = [], 0, 0
+    last = parsing.flush(now, force=True)
+    if last.num_rows:
+        pending.append(last)
+    if pending:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0], raw
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _planted(ts_ns: int) -> pa.RecordBatch:
+    """One event carrying the rare token (the simulator has no token known to occur once)."""
+    cols = {
+        "@timestamp": pa.array([ts_ns], pa.int64()).cast(TIMESTAMP),
+        "event.id": pa.array(["planted-needle"]),
+        "event.dataset": pa.array(["container"]),
+        "kubernetes.namespace": pa.array(["shop"]),
+        "message": pa.array([f"panic: token {NEEDLE} rejected"]),
+    }
+    return conform(cols, 1)
+
+
+def simulator_queries(store: Store) -> Queries:
+    """Needles chosen from the data: the rarest pod uid and the rarest client IP."""
+    uid = (
+        store.sql(
+            'SELECT "kubernetes.pod.uid" AS u, count(*) AS n FROM logs '
+            'WHERE "kubernetes.pod.uid" IS NOT NULL GROUP BY u ORDER BY n, u LIMIT 1'
+        )
+        .column("u")[0]
+        .as_py()
+    )
+    ip = (
+        store.sql(
+            'SELECT "source.ip" AS ip, count(*) AS n FROM logs WHERE "source.ip" IS NOT NULL '
+            "GROUP BY ip ORDER BY n, ip LIMIT 1"
+        )
+        .column("ip")[0]
+        .as_py()
+    )
+    return {
+        "needle_rare_token": (
+            f'"{NEEDLE}"',
+            f"regexp_matches(message, '(^|[^0-9A-Za-z]){NEEDLE}($|[^0-9A-Za-z])')",
+            f"hasToken(message, '{NEEDLE}')",
+        ),
+        "needle_ip": (f'source.ip:"{ip}"', f"\"source.ip\" = '{ip}'", f"source_ip = '{ip}'"),
+        "needle_pod_uid": (
+            f"kubernetes.pod.uid:{uid}",
+            f"\"kubernetes.pod.uid\" = '{uid}'",
+            f"pod_uid = '{uid}'",
+        ),
+    }
+
+
+def generated_queries(store: Store) -> Queries:
+    uid = "30003-4f1c-9a7e-0d2b5c6e8f10"  # a pod of a quiet namespace
+    return {
+        "needle_rare_token": (
+            f'"{NEEDLE}"',
+            f"regexp_matches(message, '(^|[^0-9A-Za-z]){NEEDLE}($|[^0-9A-Za-z])')",
+            f"hasToken(message, '{NEEDLE}')",
+        ),
+        "needle_ip": (
+            f'"{ATTACKER_IP}"',
+            f"message LIKE '%{ATTACKER_IP}%'",
+            f"message LIKE '%{ATTACKER_IP}%'",
+        ),
+        "needle_pod_uid": (
+            f"kubernetes.pod.uid:{uid}",
+            f"\"kubernetes.pod.uid\" = '{uid}'",
+            f"pod_uid = '{uid}'",
+        ),
+    }
+
+
+def _timed_into(out: dict[str, Any], prefix: str, fn: Callable[[], Any], repeat: int) -> None:
+    out.update({f"{prefix}_{k}": v for k, v in timed(fn, repeat).items()})
+
+
+def run(quick: bool, corpus_name: str) -> dict[str, Any]:
     repeat = 3 if quick else 15
     work = Path(tempfile.mkdtemp(prefix="kt-bench-store-"))
-    out: dict[str, Any] = {"mode": "quick" if quick else "full", "events": n_total}
+    out: dict[str, Any] = {"mode": "quick" if quick else "full", "corpus": corpus_name}
     try:
         store = Store(
             work / "store",
             StoreConfig(
-                flush_max_rows=4_000_000, flush_max_age_secs=3600, limits=QueryLimits(max_rows=10_000)
+                flush_max_rows=4_000_000,
+                flush_max_age_secs=3600,
+                delete_grace_secs=0,
+                limits=QueryLimits(max_rows=10_000),
+                compaction=CompactionConfig(small_segment_bytes=1 << 40, target_segment_bytes=1 << 30),
             ),
         )
         plain_dir = work / "plain"
         plain_dir.mkdir()
-        raw_total = 0
+        corpus = generated_corpus(quick) if corpus_name == "generated" else simulator_corpus(quick, work)
+        raw_total = events = 0
         ingest_secs = 0.0
-        chunks = n_total // chunk
-        span = DAY_NS // chunks
-        for i in range(chunks):
-            batch, raw_bytes = generate(chunk, seed=i, start_ns=T0 + i * span, span_ns=span, offset=i * chunk)
+        first: pa.RecordBatch | None = None
+        for i, (batch, raw_bytes) in enumerate(corpus):
+            first = batch if first is None else first
             raw_total += raw_bytes
+            events += batch.num_rows
             t = time.perf_counter()
             store.append(batch)
+            store.flush()  # the server flushes on a timer: several small segments per hour
             ingest_secs += time.perf_counter() - t
             pq.write_table(pa.Table.from_batches([batch]), plain_dir / f"part-{i:05d}.parquet")
+        if first is None:
+            raise SystemExit("empty corpus")
+        if corpus_name == "simulator":
+            mid = pc.min_max(first.column("@timestamp"))["max"].cast(pa.int64()).as_py()
+            planted = _planted(mid)
+            store.append(planted)
+            pq.write_table(pa.Table.from_batches([planted]), plain_dir / "part-planted.parquet")
         t = time.perf_counter()
         store.flush()
         ingest_secs += time.perf_counter() - t
-        dup = generate(chunk, seed=0, start_ns=T0, span_ns=span, offset=0)[0]
         t = time.perf_counter()
-        redelivered = store.append(dup)
+        redelivered = store.append(first)
         dedup_secs = time.perf_counter() - t
+        hot_bytes = store.disk_bytes()
+        t = time.perf_counter()
+        merged = compact(store, now_ns=time.time_ns() + DAY_NS * 3650)
+        compact_secs = time.perf_counter() - t
+        purge_superseded(store)
         store_bytes = store.disk_bytes()
         catalog_bytes = sum(p.stat().st_size for p in store.root.glob("catalog.db*"))
         plain_bytes = sum(p.stat().st_size for p in plain_dir.glob("*.parquet"))
         out.update(
+            events=events,
             raw_bytes=raw_total,
-            store_ingest_events_per_s=round(n_total / ingest_secs),
-            store_redelivery_check_events_per_s=round(chunk / dedup_secs),
+            store_ingest_events_per_s=round(events / ingest_secs),
+            store_redelivery_check_events_per_s=round(first.num_rows / dedup_secs),
             store_redelivered_rows_stored=redelivered,
             store_segments=store.stats().get("hot_segments", 0),
             store_bytes=store_bytes,
             store_catalog_bytes=catalog_bytes,
             store_compression_ratio=round(raw_total / store_bytes, 2),
+            store_compression_ratio_before_compaction=round(raw_total / hot_bytes, 2),
+            store_compacted_segments=merged,
+            store_compaction_events_per_s=round(events / compact_secs) if merged else 0,
             plain_parquet_bytes=plain_bytes,
             plain_parquet_compression_ratio=round(raw_total / plain_bytes, 2),
         )
-        out.update(sort_order_bytes(work, dup))
-        uid = "30003-4f1c-9a7e-0d2b5c6e8f10"  # a pod of a quiet namespace
-        queries = {
-            "needle_rare_token": (
-                f'"{NEEDLE}"',
-                f"regexp_matches(message, '(^|[^0-9A-Za-z]){NEEDLE}($|[^0-9A-Za-z])')",
-            ),
-            "needle_ip": (f'"{ATTACKER_IP}"', f"message LIKE '%{ATTACKER_IP}%'"),
-            "needle_pod_uid": (f"kubernetes.pod.uid:{uid}", f"\"kubernetes.pod.uid\" = '{uid}'"),
-        }
-        for name, (q, _) in queries.items():
+        out.update(sort_order_bytes(work, first))
+        queries = generated_queries(store) if corpus_name == "generated" else simulator_queries(store)
+        for name, (q, _, _) in queries.items():
             out[f"store_{name}_rows"] = store.search(q, limit=10_000).table.num_rows
-            out.update(
-                {
-                    f"store_{name}_{k}": v
-                    for k, v in timed(lambda q=q: store.search(q, limit=10_000), repeat).items()
-                }
-            )
+            _timed_into(out, f"store_{name}", lambda q=q: store.search(q, limit=10_000), repeat)  # type: ignore[misc]
         agg_ns = (
             'SELECT "kubernetes.namespace" AS ns, time_bucket(INTERVAL 1 minute, "@timestamp") AS minute, '
-            "count(*) AS n "
-            "FROM logs GROUP BY ALL"
+            "count(*) AS n FROM logs GROUP BY ALL"
         )
         agg_users = (
             'SELECT "kubernetes.audit.verb" AS verb, "kubernetes.audit.user.username" AS user, count(*) AS n '
             "FROM logs WHERE \"event.dataset\" = 'audit' GROUP BY ALL ORDER BY n DESC LIMIT 10"
         )
-        limits_sql = 10**9
-        out.update(
-            {
-                f"store_agg_ns_per_minute_{k}": v
-                for k, v in timed(lambda: store.sql(agg_ns, limit=limits_sql), repeat).items()
-            }
-        )
-        out.update(
-            {
-                f"store_agg_top_users_by_verb_{k}": v
-                for k, v in timed(lambda: store.sql(agg_users), repeat).items()
-            }
-        )
+        _timed_into(out, "store_agg_ns_per_minute", lambda: store.sql(agg_ns, limit=10**9), repeat)
+        _timed_into(out, "store_agg_top_users_by_verb", lambda: store.sql(agg_users), repeat)
         out.update(duckdb_plain(plain_dir, queries, agg_ns, agg_users, repeat))
-        out.update(chdb_side(plain_dir, queries, repeat, uid))
+        out.update(chdb_side(plain_dir, queries, repeat))
         store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -320,7 +462,7 @@ def sort_order_bytes(work: Path, sample: pa.RecordBatch) -> dict[str, int]:
 
 
 def duckdb_plain(
-    plain_dir: Path, queries: dict[str, tuple[str, str]], agg_ns: str, agg_users: str, repeat: int
+    plain_dir: Path, queries: Queries, agg_ns: str, agg_users: str, repeat: int
 ) -> dict[str, Any]:
     import duckdb
 
@@ -329,7 +471,7 @@ def duckdb_plain(
         f"CREATE VIEW logs AS SELECT * FROM read_parquet('{plain_dir}/*.parquet', hive_partitioning = false)"
     )
     out: dict[str, Any] = {}
-    for name, (_, where) in queries.items():
+    for name, (_, where, _) in queries.items():
         sql = f"SELECT * FROM logs WHERE {where} LIMIT 10000"
         out[f"duckdb_plain_{name}_rows"] = len(con.sql(sql).fetchall())
         out.update(
@@ -354,7 +496,7 @@ def duckdb_plain(
     return out
 
 
-def chdb_side(plain_dir: Path, queries: dict[str, tuple[str, str]], repeat: int, uid: str) -> dict[str, Any]:
+def chdb_side(plain_dir: Path, queries: Queries, repeat: int) -> dict[str, Any]:
     try:
         from chdb import session
     except ImportError:
@@ -390,9 +532,7 @@ def chdb_side(plain_dir: Path, queries: dict[str, tuple[str, str]], repeat: int,
     )
     out: dict[str, Any] = {"chdb_load_secs": round(load, 2), "chdb_bytes_subset_columns": bytes_on_disk}
     ch_queries = {
-        "needle_rare_token": f"SELECT * FROM kt.logs WHERE hasToken(message, '{NEEDLE}') LIMIT 10000",
-        "needle_ip": f"SELECT * FROM kt.logs WHERE message LIKE '%{ATTACKER_IP}%' LIMIT 10000",
-        "needle_pod_uid": f"SELECT * FROM kt.logs WHERE pod_uid = '{uid}' LIMIT 10000",
+        name: f"SELECT * FROM kt.logs WHERE {where} LIMIT 10000" for name, (_, _, where) in queries.items()
     }
     for name, sql in ch_queries.items():
         out[f"chdb_{name}_rows"] = len(str(sess.query(sql, "CSV")).splitlines())
@@ -422,10 +562,16 @@ def chdb_side(plain_dir: Path, queries: dict[str, tuple[str, str]], repeat: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="400k events, finishes in under 50 s.")
+    parser.add_argument("--quick", action="store_true", help="A small corpus, finishes in under 50 s.")
+    parser.add_argument(
+        "--corpus",
+        choices=["simulator", "generated"],
+        default="simulator",
+        help="simulator: kubetrail.simulate files parsed by the server's Parsing; generated: numpy corpus.",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    result = run(args.quick)
+    result = run(args.quick, args.corpus)
     result["wall_secs"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
 

@@ -8,7 +8,9 @@ in one transaction). Tables:
                  partition (YYYY-MM-DD/HH), min_ts/max_ts (ns), rows, bytes, created_ns,
                  datasets/namespaces (JSON lists, null when more than MAX_DISTINCT values),
                  stats (JSON: per key column [min, max]), deleted_ns (set when superseded; the
-                 file is unlinked after a grace period so running queries keep their files)
+                 file is unlinked after a grace period so running queries keep their files),
+                 schema_fp (fingerprint of the file's Arrow schema: files sharing one are read
+                 without union_by_name, which would open every footer at bind time)
     segment_groups  segment_id, dataset, namespace, rows   (sizes for per-scope retention)
     blooms       segment_id, index_version, num_bits, k, bits (the token index)
     holds        id, namespace, dataset, segment_id, start_ns, end_ns, reason, created_ns
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS segments (
     datasets TEXT,
     namespaces TEXT,
     stats TEXT NOT NULL DEFAULT '{}',
-    deleted_ns INTEGER
+    deleted_ns INTEGER,
+    schema_fp TEXT
 );
 CREATE INDEX IF NOT EXISTS segments_time ON segments (max_ts, min_ts);
 CREATE INDEX IF NOT EXISTS segments_partition ON segments (partition);
@@ -98,6 +101,7 @@ class SegmentInfo:
     stats: dict[str, list[Any]] = field(default_factory=dict)
     groups: list[tuple[str | None, str | None, int]] = field(default_factory=list)
     deleted_ns: int | None = None
+    schema_fp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class Hold:
 
 _SEG_COLUMNS = (
     "id, path, partition, min_ts, max_ts, rows, bytes, tier, archive_key, created_ns, datasets, "
-    "namespaces, stats, deleted_ns"
+    "namespaces, stats, deleted_ns, schema_fp"
 )
 
 
@@ -135,6 +139,7 @@ def _row_to_segment(row: Sequence[Any]) -> SegmentInfo:
         namespaces=json.loads(row[11]) if row[11] is not None else None,
         stats=json.loads(row[12]),
         deleted_ns=row[13],
+        schema_fp=row[14],
     )
 
 
@@ -149,6 +154,9 @@ class Catalog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(segments)").fetchall()}
+        if "schema_fp" not in columns:  # catalogs from before the column existed
+            self._db.execute("ALTER TABLE segments ADD COLUMN schema_fp TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -170,7 +178,7 @@ class Catalog:
     @staticmethod
     def insert_segment(db: sqlite3.Connection, seg: SegmentInfo, bloom: BloomFilter | None) -> None:
         db.execute(
-            f"INSERT INTO segments ({_SEG_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO segments ({_SEG_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 seg.id,
                 seg.path,
@@ -186,6 +194,7 @@ class Catalog:
                 json.dumps(seg.namespaces) if seg.namespaces is not None else None,
                 json.dumps(seg.stats),
                 seg.deleted_ns,
+                seg.schema_fp,
             ),
         )
         db.executemany(

@@ -119,7 +119,7 @@ def search_cmd(
         compiled = store.compile_text(query) if query.strip() not in ("", "*") else None
         sql, needles, params = store.compile(compiled)
         lo, hi = store.time_range(compiled, since, until)
-        run = store.open_query(store.scan_set(lo, hi, needles, include_archive))
+        run = store.open_query(store.scan_set(lo, hi, needles, include_archive))  # compiled: trusted
         try:
             table = _run_with_progress(run, lambda: run.table(sql, max_rows=limit, params=params))
         finally:

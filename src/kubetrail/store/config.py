@@ -57,6 +57,9 @@ class CompactionConfig(_Model):
     small_segment_bytes: int = Field(32 << 20, gt=0, description="Segments below this are merged.")
     target_segment_bytes: int = Field(256 << 20, gt=0, description="Merged segments stay below this.")
     min_age_secs: float = Field(300.0, ge=0, description="Only partitions this old are compacted.")
+    zstd_level: int = Field(
+        9, ge=1, le=22, description="zstd level of merged segments (cold data: smaller, written once)."
+    )
 
 
 class ArchiveConfig(_Model):

@@ -104,8 +104,8 @@ class Store:
 
     def __init__(self, path: str | Path, config: StoreConfig | None = None) -> None:
         self.config = config or StoreConfig()
-        self.root = Path(path)
-        self.root.mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.root = Path(path).resolve()  # absolute: the query sandbox allows files under it
         self.catalog = Catalog(self.root / "catalog.db")
         self.tail = Tail()
         self._append_lock = threading.Lock()  # appends and flushes are serialized
@@ -114,6 +114,7 @@ class Store:
         self._seen = SeenSets(self.config.dedup_cache_hours, self._load_hour_hashes)
         self._archive: Any = None
         self._last_maintenance = time.monotonic()
+        self._duck: Any = None  # shared DuckDB database for trusted queries (cursors per query)
         self.closed = False
         self.duplicates_dropped = 0
 
@@ -265,15 +266,41 @@ class Store:
         if prune:
             segments = prune_segments(segments, needle_hashes(needles, substring_needles), self.bloom)
         files = []
+        fps = [seg.schema_fp for seg in segments]
         for seg in segments:
             if seg.tier == "archive":
                 files.append(str(self.archive.local_copy(seg)))
             else:
                 files.append(str(self.root / seg.path))
-        return ScanSet(files, tail, since_ns, until_ns, total)
+        return ScanSet(files, tail, since_ns, until_ns, total, schema_fps=fps)
 
-    def open_query(self, scan: ScanSet) -> QueryRun:
-        return QueryRun(scan, self.config.limits)
+    def open_query(self, scan: ScanSet, trusted: bool = True) -> QueryRun:
+        """A query over ``scan`` on a cursor of the store's sandboxed DuckDB database.
+
+        The database is created once: file access limited to the store root and the archive
+        cache, configuration locked (so no query can lift the memory limit or read other files).
+        ``trusted`` is kept for callers; every query runs in the same sandbox.
+        """
+        with self._view_lock:
+            if self._duck is None:
+                self._duck = self._sandboxed_database()
+        return QueryRun(scan, self.config.limits, parent=self._duck)
+
+    def _sandboxed_database(self) -> Any:
+        import duckdb
+
+        limits = self.config.limits
+        db = duckdb.connect(config={"memory_limit": limits.memory_limit})
+        if limits.threads:
+            db.execute(f"SET threads = {int(limits.threads)}")
+        dirs = [str(self.root) + "/"]
+        cache = self.config.archive.cache_dir
+        if cache is not None:
+            dirs.append(str(Path(cache).resolve()) + "/")
+        db.execute(f"SET allowed_directories = [{', '.join(sql_literal(d) for d in dirs)}]")
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
+        return db
 
     def compile(
         self, query: str | CompiledLike | None, where: str | None = None
@@ -372,7 +399,7 @@ class Store:
     ) -> pa.Table:
         """Read-only SQL over the ``logs`` view (validated first: one SELECT, nothing else)."""
         validate_read_only(text)
-        run = self.open_query(self.scan_set(since, until, include_archive=include_archive))
+        run = self.open_query(self.scan_set(since, until, include_archive=include_archive), trusted=False)
         try:
             return run.table(text, max_rows=limit, timeout_secs=timeout)
         finally:
@@ -423,6 +450,8 @@ class Store:
             return
         self.flush()
         self.closed = True
+        if self._duck is not None:
+            self._duck.close()
         self.catalog.close()
 
     def destroy(self) -> None:

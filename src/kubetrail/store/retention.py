@@ -335,7 +335,13 @@ def _merge(store: Store, segments: list[SegmentInfo], now_ns: int) -> SegmentInf
     cfg = store.config
     hour = segments[0].min_ts // HOUR_NS
     info, bloom = write_segment(
-        table, store.root, hour, cfg.sort_by, cfg.zstd_level, cfg.row_group_rows, cfg.bloom_bits_per_key
+        table,
+        store.root,
+        hour,
+        cfg.sort_by,
+        cfg.compaction.zstd_level,
+        cfg.row_group_rows,
+        cfg.bloom_bits_per_key,
     )
     with store.catalog.transaction() as db:
         store.catalog.insert_segment(db, info, bloom)
