@@ -166,14 +166,17 @@ def run_crash_test(
     rc = server.stop()
     if rc != 0:
         raise RuntimeError(f"graceful stop exited {rc}")
-    from kubetrail.store import Store
+    from kubetrail.store import Store, StoreConfig
+    from kubetrail.store.config import QueryLimits
 
-    store = Store(workdir / "data" / "store")
+    store = Store(workdir / "data" / "store", StoreConfig(limits=QueryLimits(max_rows=100_000_000)))
     try:
         table = store.sql("SELECT message, count(*) AS n FROM logs GROUP BY message")
     finally:
         store.close()
     counts = dict(zip(table.column("message").to_pylist(), table.column("n").to_pylist(), strict=True))
+    if sum(counts.values()) != total:
+        raise RuntimeError(f"query result truncated: {sum(counts.values())} of {total} rows")
     acked = [m for a in agents for m in a.acked]
     lost = sum(1 for m in acked if m not in counts)
     duplicated = sum(n - 1 for n in counts.values() if n > 1)

@@ -58,7 +58,9 @@ def default_store(cfg: KubetrailConfig) -> StoreLike:
         open_shared = importlib.import_module("kubetrail.store.core").open_shared
     except (ImportError, AttributeError) as exc:
         raise ConfigError([("store", f"kubetrail.store is not available: {exc}")]) from None
-    store: StoreLike = open_shared(Path(cfg.data_dir) / "store", cfg.section("store"))
+    section = cfg.section("store")
+    path = getattr(section, "path", None) or Path(cfg.data_dir) / "store"
+    store: StoreLike = open_shared(path, section)
     return store
 
 
