@@ -172,6 +172,7 @@ def run_crash_test(
     store = Store(workdir / "data" / "store", StoreConfig(limits=QueryLimits(max_rows=100_000_000)))
     try:
         table = store.sql("SELECT message, count(*) AS n FROM logs GROUP BY message")
+        total = store.sql("SELECT count(*) AS n FROM logs").column("n")[0].as_py()
     finally:
         store.close()
     counts = dict(zip(table.column("message").to_pylist(), table.column("n").to_pylist(), strict=True))
