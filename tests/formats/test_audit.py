@@ -223,7 +223,7 @@ def test_gke_mapping() -> None:
     assert "request" not in orjson.loads(row["attributes"])["gcp"]["protoPayload"]
     # no resourceName: resource and group from methodName (short group names expanded)
     assert denied["kubernetes.audit.objectRef.resource"] == "clusterrolebindings"
-    assert denied["kubernetes.audit.objectRef.apiGroup"] == "authorization.rbac"
+    assert denied["kubernetes.audit.objectRef.apiGroup"] == "rbac.authorization.k8s.io"
     assert denied["kubernetes.audit.responseStatus.code"] == 403
     assert denied["event.outcome"] == "failure"
     assert orjson.loads(denied["kubernetes.audit.annotations"]) == {"authorization.k8s.io/decision": "forbid"}

@@ -84,6 +84,7 @@ _GCP = {
 _SHORT_GROUPS = {
     "core": "",
     "rbac": "rbac.authorization.k8s.io",
+    "authorization.rbac": "rbac.authorization.k8s.io",  # what GKE actually writes
     "networking": "networking.k8s.io",
     "admissionregistration": "admissionregistration.k8s.io",
     "certificates": "certificates.k8s.io",

@@ -73,6 +73,16 @@ class Flags:
         out._items = [(r, m.take(indices), d.take(indices)) for r, m, d in self._items]
         return out
 
+    def scatter(self, other: Flags, mask: pa.Array) -> None:
+        """Add the flags of a subset (the rows where ``mask`` is true, in order) to this full set."""
+        none = pa.array(np.zeros(self.num_rows, dtype=bool))
+        for reason, m, d in other._items:
+            full_mask = pc.replace_with_mask(none, mask, m)
+            full_detail = pc.replace_with_mask(
+                pa.nulls(self.num_rows, pa.string()), mask, d.cast(pa.string())
+            )
+            self._items.append((reason, full_mask, full_detail))
+
     def extend(self, other: Flags) -> None:
         if other.num_rows != self.num_rows:
             raise ValueError("flag sets of different lengths")

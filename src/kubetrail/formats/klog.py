@@ -48,29 +48,26 @@ CONTROL_PLANE_COMPONENTS = (
 
 # "quoted message" then key=value pairs; values: Go-quoted string, {...}, [...], or a bare token.
 _STRUCTURED_HEAD = r'^"((?:[^"\\]|\\.)*)"(.*)$'
-_PAIR = r'([^\s="]+)=("(?:[^"\\]|\\.)*"|\{(?:[^{}]|\{[^{}]*\})*\}|\[[^\]]*\]|[^\s"]*)'
-_NUMBER = r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"
+_PAIR = r'([^\s="]+)=("(?:[^"\\]|\\.)*"|\{(?:[^{}]|\{[^{}]*\})*\}|[^\s"]*)'
+_NUMBER = r"-?[0-9]{1,15}(\.[0-9]+)?"
+# one regexp_extract_all with named groups (a list of {k, v}) is the cheapest DuckDB form measured;
+# values: Go-quoted strings and numbers/booleans/JSON-looking tokens as they are, the rest quoted.
+# Should that not be valid JSON (Go escapes JSON lacks), every value is quoted instead.
 _STRUCTURED_SQL = """
-WITH p AS (
-  SELECT idx, regexp_extract(rest, $head, ['m', 'kv']) AS s FROM t
-), kv AS (
-  SELECT idx, s.m AS m,
-         regexp_extract_all(s.kv, $pair, 1) AS ks,
-         regexp_extract_all(s.kv, $pair, 2) AS vs
-  FROM p
-)
+WITH p AS (SELECT idx, regexp_extract(rest, $head, ['m', 'kv']) AS s FROM t),
+q AS (SELECT idx, s.m AS m, regexp_extract_all(s.kv, $pair, ['k', 'v']) AS kv FROM p),
+r AS (SELECT idx, m, kv, '{' || array_to_string(list_transform(kv, lambda x:
+        to_json(x.k)::VARCHAR || ':' || CASE
+        WHEN left(x.v, 1) IN ('"', '{') OR x.v IN ('true', 'false') OR regexp_full_match(x.v, $number)
+        THEN x.v ELSE to_json(x.v)::VARCHAR END), ',') || '}' AS obj FROM q)
 SELECT idx,
-  CASE WHEN json_valid('"' || m || '"') THEN json_extract_string('"' || m || '"', '$') ELSE m END AS message,
-  CASE WHEN len(ks) = 0 THEN NULL ELSE
-    '{' || array_to_string(list_transform(range(1, len(ks) + 1), lambda i:
-      to_json(ks[i]) || ':' || CASE
-        WHEN left(vs[i], 1) = '"' AND json_valid(vs[i]) THEN vs[i]
-        WHEN left(vs[i], 1) IN ('{', '[') AND json_valid(vs[i]) THEN vs[i]
-        WHEN regexp_full_match(vs[i], $number) AND json_valid(vs[i]) THEN vs[i]
-        WHEN vs[i] IN ('true', 'false', 'null') THEN vs[i]
-        ELSE to_json(vs[i]) END), ',') || '}'
+  CASE WHEN strpos(m, chr(92)) = 0 THEN m
+       WHEN json_valid('"' || m || '"') THEN json_extract_string('"' || m || '"', '$') ELSE m END AS message,
+  CASE WHEN len(kv) = 0 THEN NULL WHEN json_valid(obj) THEN obj
+       ELSE '{' || array_to_string(list_transform(kv, lambda x:
+                   to_json(x.k)::VARCHAR || ':' || to_json(x.v)::VARCHAR), ',') || '}'
   END AS attributes
-FROM kv
+FROM r
 """
 
 

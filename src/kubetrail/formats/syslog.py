@@ -16,6 +16,7 @@ newlines inside a message).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -53,18 +54,12 @@ RFC3164 = (
 _SD_ELEMENT = r'\[([^\s\]="]+)((?:\s+[^\s=\]"]+="(?:[^"\\]|\\.)*")*)\s*\]'
 _SD_PARAM = r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"'
 _SD_ESCAPE = r'\\(["\\\]])'
-_ATTRIBUTES_SQL = """
-SELECT idx,
-  '{' || concat_ws(',',
-    CASE WHEN msgid IS NOT NULL THEN '"log.syslog.msgid":' || to_json(msgid) END,
-    CASE WHEN procid IS NOT NULL THEN '"log.syslog.procid":' || to_json(procid) END,
-    CASE WHEN sd IS NOT NULL THEN '"log.syslog.structured_data":{' || array_to_string(list_transform(
-      regexp_extract_all(sd, $element, ['id', 'params']), lambda e:
-        to_json(e.id) || ':{' || array_to_string(list_transform(
-          regexp_extract_all(e.params, $param, ['k', 'v']), lambda p:
-            to_json(p.k) || ':' || to_json(regexp_replace(p.v, $escape, '\\1', 'g'))), ',') || '}'),
-      ',') || '}' END
-  ) || '}' AS attributes
+_SD_SQL = """
+SELECT '{' || array_to_string(list_transform(regexp_extract_all(sd, $element, ['id', 'params']), lambda e:
+    to_json(e.id)::VARCHAR || ':{' || array_to_string(list_transform(
+      regexp_extract_all(e.params, $param, ['k', 'v']), lambda p: to_json(p.k)::VARCHAR || ':' || to_json(
+        CASE WHEN strpos(p.v, chr(92)) = 0 THEN p.v ELSE regexp_replace(p.v, $escape, '\\1', 'g') END
+      )::VARCHAR), ',') || '}'), ',') || '}' AS sd
 FROM t
 """
 
@@ -99,8 +94,10 @@ def _pri_columns(pri_text: pa.Array, flags: Flags, rows: pa.Array) -> dict[str, 
     }
 
 
-def _rfc5424(text: pa.Array, rows: pa.Array, flags: Flags) -> dict[str, pa.Array]:
+def _rfc5424(text: pa.Array, flags: Flags) -> tuple[dict[str, pa.Array], pa.Array]:
+    """Columns of lines sniffed as RFC 5424, and which of them really are."""
     parts = pc.extract_regex(text, RFC5424)
+    rows = parts.is_valid()
 
     def part(name: str) -> pa.Array:
         return _group(parts, name)
@@ -122,23 +119,30 @@ def _rfc5424(text: pa.Array, rows: pa.Array, flags: Flags) -> dict[str, pa.Array
     msgid = _nil(part("msgid"))
     odd_procid = pc.if_else(pc.is_null(pid), procid, pa.scalar(None, pa.string()))
     sd = _nil(part("sd"))
-    wanted = pc.or_(pc.or_(pc.is_valid(msgid), pc.is_valid(odd_procid)), pc.is_valid(sd))
-    wanted = pc.fill_null(pc.and_(rows, wanted), False)
-    if pc.any(wanted).as_py():
-        idx = pa.array(np.arange(len(text), dtype=np.int64))
-        extra = {"idx": idx, "msgid": msgid, "procid": odd_procid, "sd": sd}
-        subset = pa.table({k: v.filter(wanted) for k, v in extra.items()})
+    pieces = [_json_member("log.syslog.msgid", msgid), _json_member("log.syslog.procid", odd_procid)]
+    has_sd = pc.fill_null(pc.is_valid(sd), False)
+    if pc.any(has_sd).as_py():
         params = {"element": _SD_ELEMENT, "param": _SD_PARAM, "escape": _SD_ESCAPE}
-        out = _duck.run(_ATTRIBUTES_SQL, params, t=subset).sort_by("idx")
-        attrs = pc.replace_with_mask(
-            pa.nulls(len(text), pa.string()), wanted, out["attributes"].combine_chunks()
-        )
-        cols["attributes"] = pc.if_else(pc.equal(attrs, "{}"), pa.scalar(None, pa.string()), attrs)
-    return cols
+        out = _duck.run(_SD_SQL, params, t=pa.table({"sd": sd.filter(has_sd)}))
+        sd_json = pc.replace_with_mask(pa.nulls(len(text), pa.string()), has_sd, out["sd"].combine_chunks())
+        pieces.append(pc.binary_join_element_wise('"log.syslog.structured_data":', sd_json, ""))
+    members = pieces[0]
+    for piece in pieces[1:]:
+        members = pc.coalesce(pc.binary_join_element_wise(members, piece, ","), members, piece)
+    cols["attributes"] = pc.binary_join_element_wise("{", members, "}", "")
+    return cols, rows
 
 
-def _rfc3164(text: pa.Array, rows: pa.Array, flags: Flags, reference_ns: np.ndarray) -> dict[str, pa.Array]:
+def _json_member(key: str, value: pa.Array) -> pa.Array:
+    """``"key":"value"`` (null when value is null); syslog header fields are printable ASCII."""
+    escaped = pc.replace_substring(pc.replace_substring(value, "\\", "\\\\"), '"', '\\"')
+    return pc.binary_join_element_wise(f'"{key}":"', escaped, '"', "")
+
+
+def _rfc3164(text: pa.Array, flags: Flags, reference_ns: np.ndarray) -> tuple[dict[str, pa.Array], pa.Array]:
+    """Columns of lines sniffed as RFC 3164 (or files without PRI), and which of them really are."""
     parts = pc.extract_regex(text, RFC3164)
+    rows = parts.is_valid()
 
     def part(name: str) -> pa.Array:
         return _group(parts, name)
@@ -174,7 +178,11 @@ def _rfc3164(text: pa.Array, rows: pa.Array, flags: Flags, reference_ns: np.ndar
             '{"log.syslog.procid":"', pc.replace_substring(pid_text, '"', "'"), '"}', ""
         )
         cols["attributes"] = pc.if_else(odd_pid, procid, pa.scalar(None, pa.string()))
-    return cols
+    return cols, rows
+
+
+def mask_np(mask: pa.Array) -> np.ndarray:
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def syslog_columns(text: pa.StringArray, reference_ns: np.ndarray, flags: Flags) -> dict[str, pa.Array]:
@@ -183,20 +191,33 @@ def syslog_columns(text: pa.StringArray, reference_ns: np.ndarray, flags: Flags)
     n = len(text)
     if n == 0:
         return {"message": text}
-    is5424 = pc.fill_null(pc.match_substring_regex(text, r"^<\d{1,3}>1 "), False)
-    any5424, all5424 = pc.any(is5424).as_py(), pc.all(is5424).as_py()
-    cols5424 = _rfc5424(text, is5424, flags) if any5424 else {}
-    cols3164 = _rfc3164(text, pc.invert(is5424), flags, reference_ns) if not all5424 else {}
+    is5424 = pc.fill_null(pc.starts_with(text, "<"), False)
+    if pc.any(is5424).as_py():
+        is5424 = pc.fill_null(pc.match_substring_regex(text, r"^<\d{1,3}>1 "), False)
+    not5424 = pc.invert(is5424)
+    reference3164 = reference_ns[mask_np(not5424)]
+    shapes: list[tuple[pa.Array, Callable[[pa.Array, Flags], tuple[dict[str, pa.Array], pa.Array]]]] = [
+        (is5424, _rfc5424),
+        (not5424, lambda sub, sub_flags: _rfc3164(sub, sub_flags, reference3164)),
+    ]
     cols: dict[str, pa.Array] = {}
-    for name in set(cols5424) | set(cols3164):
-        a, b = cols5424.get(name), cols3164.get(name)
-        typ = a.type if a is not None else b.type  # type: ignore[union-attr]
-        a = a if a is not None else pa.nulls(n, typ)
-        b = b.cast(typ) if b is not None else pa.nulls(n, typ)
-        cols[name] = a if all5424 else b if not any5424 else pc.if_else(is5424, a, b)
-    matched = pc.if_else(
-        is5424, pc.match_substring_regex(text, RFC5424), pc.match_substring_regex(text, RFC3164)
-    )
+    matched = pa.array(np.zeros(n, dtype=bool))
+    for mask, extract in shapes:
+        count = int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+        if count == 0:
+            continue
+        whole = count == n
+        sub_flags = Flags(count)
+        sub_cols, sub_matched = extract(text if whole else text.filter(mask), sub_flags)
+        if whole:
+            flags.extend(sub_flags)
+            cols, matched = sub_cols, sub_matched
+            break
+        flags.scatter(sub_flags, mask)
+        matched = pc.replace_with_mask(matched, mask, sub_matched)
+        for name, values in sub_cols.items():
+            base = cols.get(name, pa.nulls(n, values.type))
+            cols[name] = pc.replace_with_mask(base, mask, values.cast(base.type))
     matched = pc.fill_null(matched, False)
     empty = pc.equal(pc.utf8_length(text), 0)
     flags.add("empty_line", empty, "empty line")
