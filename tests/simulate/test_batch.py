@@ -43,6 +43,7 @@ def test_same_seed_gives_byte_identical_tree(tmp_path: Path) -> None:
     assert tree_digest(tmp_path / "c") != a
 
 
+@pytest.mark.integration  # spawns worker processes
 def test_worker_processes_write_the_same_bytes(tmp_path: Path) -> None:
     opts = SimulationOptions(nodes=2, hours=0.02, seed=9, docker_nodes=1, rotate_bytes=50_000)
     one = simulate_batch(tmp_path / "one", opts)

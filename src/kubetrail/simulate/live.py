@@ -32,7 +32,7 @@ from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
 from kubetrail.simulate.rotation import GZIP_LEVEL, audit_rotated_name, kubelet_rotated_name
 from kubetrail.simulate.timefmt import NS
 from kubetrail.simulate.workloads import render
-from kubetrail.simulate.writers import encode_cri
+from kubetrail.simulate.writers import add_seq, encode_cri, encode_journal
 
 __all__ = ["LiveOptions", "LiveSimulator"]
 
@@ -91,6 +91,7 @@ class LiveSimulator:
         self.rng = stream_rng(self.o.seed, "live")
         self.files: dict[str, _LiveFile] = {}
         self._deleted: dict[str, list[tuple[int, int]]] = {}
+        self._boot_ns = time.time_ns() - 86400 * NS  # journald's monotonic clock starts at boot
 
     def _cluster(self) -> Cluster:
         nodes = self.o.nodes
@@ -126,6 +127,10 @@ class LiveSimulator:
             stream = f"n{node.index}.kubelet"
             self.files[stream] = _LiveFile(
                 self.root / node.name / "var/log/kubelet.log", stream, "node", node.name, "plain"
+            )
+            stream = f"n{node.index}.journal.kubelet"
+            self.files[stream] = _LiveFile(
+                self.root / node.name / "journal/kubelet.json", stream, "node", node.name, "journal"
             )
         cp = self.cluster.control_plane
         self.files["audit"] = _LiveFile(
@@ -231,6 +236,32 @@ class LiveSimulator:
                 arrowtext.with_seq(msgs, np.zeros(k, dtype=bool), f.stream, f.next_seq), "\n"
             )
             self._append(f, units, k, t_to)
+            # the same kind of lines as journalctl -o json would export them (own stream, own content)
+            j = self.files[f"n{node.index}.journal.kubelet"]
+            jts = np.sort(self.rng.integers(t_from, t_to, k))
+            text = add_seq(
+                system.kubelet_lines(jts, self.rng, pods, 2841 + node.index),
+                np.zeros(k, bool),
+                j.stream,
+                j.next_seq,
+            )
+            seq_ids = [f"{j.stream}:{n}" for n in range(j.next_seq, j.next_seq + k)]
+            records = encode_journal(
+                jts,
+                np.arange(j.next_seq, j.next_seq + k, dtype=np.int64) + 0x1000,
+                text,
+                seq_ids,
+                ["6"] * k,
+                unit="kubelet.service",
+                identifier="kubelet",
+                pid=2841 + node.index,
+                exe="/usr/bin/kubelet",
+                hostname=node.name,
+                boot_id=node.boot_id,
+                machine_id=node.machine_id,
+                boot_ns=self._boot_ns,
+            )
+            self._append(j, arrowtext.to_arrow(records), k, t_to)
 
     def _tick_audit(self, seconds: float, t_from: int, t_to: int) -> None:
         f = self.files["audit"]
@@ -250,7 +281,7 @@ class LiveSimulator:
                 lines=f.next_seq,
                 files=[p.relative_to(self.root).as_posix() for p in files],
                 deleted=list(self._deleted.get(stream, [])),
-                format={"kubelet": "cri", "audit": "audit", "plain": "klog"}[f.kind],
+                format={"kubelet": "cri", "audit": "audit", "plain": "klog", "journal": "journald"}[f.kind],
             )
         for stats in self.report.layers.values():
             stats.files = stats.lines = stats.bytes = 0
