@@ -63,31 +63,31 @@ _PLAIN_LEVEL = (
 )
 _PLAIN_SCAN_BYTES = 96
 
-# ``try`` (DuckDB >= 1.3) turns a malformed row into NULL without a second parse for json_valid
-_EXTRACT = """json_extract_string(m, [
-    '$.level', '$.lvl', '$.severity', '$."log.level"', '$.log.level',
-    '$.msg', '$.message', '$.log',
-    '$.error', '$.err', '$.exception',
-    '$.stack', '$.stacktrace', '$.stack_trace',
-    '$.logger', '$."error.type"'
-  ])"""
-_SOURCES = {
-    True: f"SELECT m, lf, raw, try({_EXTRACT}) AS v FROM payload_rows",
-    False: f"SELECT m, lf, raw, {_EXTRACT} AS v FROM "
-    "(SELECT CASE WHEN json_valid(m) THEN m END AS m, lf, raw FROM payload_rows)",
+# Paths pulled out of every JSON payload, in one ``json_extract_string`` call per chunk; the fields
+# below are the coalesced positions in that list (Arrow kernels do the coalescing: a smaller query
+# binds faster, which matters more than anything else at one query per chunk).
+_PATHS = (
+    "$.level", "$.lvl", "$.severity", '$."log.level"', "$.log.level",  # 0-4 level
+    "$.msg", "$.message", "$.log",  # 5-7 message
+    "$.error", "$.err", "$.exception",  # 8-10 error
+    "$.stack", "$.stacktrace", "$.stack_trace",  # 11-13 stack
+    "$.logger", '$."error.type"',  # 14-15
+)  # fmt: skip
+_FIELDS = {
+    "log.level": (0, 1, 2, 3, 4),
+    "error.message": (8, 9, 10),
+    "error.stack_trace": (11, 12, 13),
+    "log.logger": (14,),
+    "error.type": (15,),
 }
-_JSON_QUERY = """
-SELECT
-  coalesce(v[1], v[2], v[3], v[4], v[5]) AS level,
-  coalesce(v[6], v[7], CASE WHEN NOT starts_with(v[8], '{{') THEN v[8] END) AS msg,
-  coalesce(v[9], v[10], v[11]) AS err,
-  coalesce(v[12], v[13], v[14]) AS stack,
-  v[15] AS logger,
-  v[16] AS err_type,
-  CASE WHEN lf THEN rtrim(m, '}}') || ',"event.original":' || to_json(raw) || '}}' END AS attrs,
-  v IS NOT NULL AS ok
-FROM ({source})
-"""
+_PATH_LIST = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in _PATHS) + "]"
+# ``try`` (DuckDB >= 1.3) turns a malformed row into NULL without a second parse for json_valid;
+# ``payload_tbl`` is found by DuckDB's replacement scan (cheaper than register/unregister)
+_QUERIES = {
+    True: f"SELECT try(json_extract_string(m, {_PATH_LIST})) AS v, to_json(raw) AS raw FROM payload_tbl",
+    False: f"SELECT json_extract_string(CASE WHEN json_valid(m) THEN m END, {_PATH_LIST}) AS v, "
+    "to_json(raw) AS raw FROM payload_tbl",
+}
 _HAS_TRY = [True]
 _local = threading.local()
 
@@ -101,12 +101,24 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    # execute() binds a statement in about half the time of sql() (a relation) for this query
+def _query(payload_tbl: pa.Table) -> pa.Table:
+    """Run the extraction over ``payload_tbl`` (columns ``m`` and ``raw``)."""
+    con = _duckdb()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table: pa.Table = con.execute(sql).to_arrow_table()
+        warnings.simplefilter("ignore")  # execute() binds faster than sql(); the Arrow copy is small
+        try:
+            table: pa.Table = con.execute(_QUERIES[_HAS_TRY[0]]).to_arrow_table()
+        except duckdb.Error:
+            if not _HAS_TRY[0]:
+                raise
+            _HAS_TRY[0] = False  # an older DuckDB without try(): validate first instead
+            table = con.execute(_QUERIES[False]).to_arrow_table()
     return table
+
+
+def _pick(values: pa.Array, positions: tuple[int, ...]) -> pa.Array:
+    picked = [pc.list_element(values, i) for i in positions]
+    return picked[0] if len(picked) == 1 else pc.coalesce(*picked)
 
 
 def normalize_level(raw: pa.Array) -> pa.Array:
@@ -163,33 +175,35 @@ def extract_payload(
             raw = pc.if_else(sub_logfmt, sub, pa.nulls(len(sub), pa.string()))
         else:
             raw = pa.nulls(len(sub), pa.string())
-        con = _duckdb()
-        con.register("payload_rows", pa.table({"m": payload, "lf": sub_logfmt, "raw": raw}))
-        try:
-            try:
-                out = _query(con, _JSON_QUERY.format(source=_SOURCES[_HAS_TRY[0]]))
-            except duckdb.Error:
-                if not _HAS_TRY[0]:
-                    raise
-                _HAS_TRY[0] = False  # an older DuckDB without try(): validate first instead
-                out = _query(con, _JSON_QUERY.format(source=_SOURCES[False]))
-        finally:
-            con.unregister("payload_rows")
-        ok = to_np(out.column("ok"), False)
+        out = _query(pa.table({"m": payload, "raw": raw}))
+        values = out.column("v").combine_chunks()
+        ok = to_np(values.is_valid(), False)
         plain[structured_rows[~ok]] = True
         good = np.flatnonzero(ok)
         rows = structured_rows[good]
         if rows.size:
             take = from_np(good)
-            _merge(columns, "log.level", scatter(normalize_level(out.column("level").take(take)), rows, n))
-            new_msg = scatter(out.column("msg").take(take), rows, n)
-            columns["message"] = pc.coalesce(new_msg, message)
-            _merge(columns, "error.message", scatter(out.column("err").take(take), rows, n))
-            _merge(columns, "error.stack_trace", scatter(out.column("stack").take(take), rows, n))
-            _merge(columns, "error.type", scatter(out.column("err_type").take(take), rows, n))
-            _merge(columns, "log.logger", scatter(out.column("logger").take(take), rows, n))
-            attrs = pc.coalesce(out.column("attrs"), payload)  # JSON rows: the object verbatim
-            columns["attributes"] = scatter(attrs.take(take), rows, n)
+            values = values.take(take)
+            for name, positions in _FIELDS.items():
+                field = _pick(values, positions)
+                if name == "log.level":
+                    field = normalize_level(field)
+                _merge(columns, name, scatter(field, rows, n))
+            log = pc.list_element(values, 7)
+            text = pc.coalesce(
+                pc.list_element(values, 5),
+                pc.list_element(values, 6),
+                pc.if_else(pc.starts_with(log, "{"), pa.scalar(None, pa.string()), log),  # not an object
+            )
+            columns["message"] = pc.coalesce(scatter(text, rows, n), message)
+            attrs = payload.take(take)  # JSON rows: the object verbatim
+            raw_json = out.column("raw").combine_chunks().take(take)
+            if logfmt_local.size:  # logfmt rows: the pairs plus the raw line as event.original
+                original = pc.binary_join_element_wise(
+                    pc.utf8_rtrim(attrs, characters="}"), ',"event.original":', raw_json, "}", ""
+                )
+                attrs = pc.coalesce(original, attrs)
+            columns["attributes"] = scatter(attrs, rows, n)
         if stats is not None:
             stats["payload.json"] += int(np.count_nonzero(is_json[rows])) if rows.size else 0
             stats["payload.logfmt"] += int(np.count_nonzero(is_logfmt[rows])) if rows.size else 0
