@@ -368,3 +368,20 @@ def test_json_application_log_in_record_is_extracted(tmp_path: Path) -> None:
     assert row["kubernetes.pod.name"] == "api-0"
     attributes = orjson.loads(row["attributes"])
     assert attributes["user"] == "bob" and attributes["fluent.tag"] == "kube.api"
+
+
+def test_packed_forward_payload_as_str_type() -> None:
+    """Old Fluentd sends the PackedForward entry stream as msgpack str (raw), not bin."""
+    from kubetrail.receivers.fluent_forward import make_unpacker
+    from tests.receivers.forward_client import entries_stream
+
+    stream = entries_stream([{"log": "from str payload"}, {"log": "second"}])
+    frame = msgpack.packb(["old.fluentd", stream, {"size": 2}], use_bin_type=False)  # bytes -> str type
+    unpacker = make_unpacker(LimitsConfig())
+    unpacker.feed(frame)
+    obj = unpacker.unpack()
+    assert isinstance(obj[1], str)  # non-UTF-8 bytes survive as surrogates
+    info, records = decode_frame_records(obj, LimitsConfig())
+    assert info.entries == 2
+    assert [r["log"] for _, r in records] == ["from str payload", "second"]
+    assert records[0][0] == 1764220000 * 1_000_000_000
