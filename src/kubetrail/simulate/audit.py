@@ -220,15 +220,6 @@ def allow(kind: str, binding: str, role: str, subject: str) -> dict[str, str]:
     }
 
 
-def encode_audit(records: list[AuditRecord], stream: str = "audit", first: int = 0) -> list[str]:
-    """JSON lines in ``records`` order, each with its ``kubetrail.io/seq`` annotation."""
-    out = []
-    for i, rec in enumerate(records, start=first):
-        rec.event["annotations"]["kubetrail.io/seq"] = f"{stream}:{i}"
-        out.append(orjson.dumps(rec.event).decode() + "\n")
-    return out
-
-
 def encode_bulk(
     noise: NoiseEvents, records: list[AuditRecord], stream: str = "audit", first: int = 0
 ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -263,9 +254,7 @@ def encode_bulk(
         pieces.append(join(*args))
         rows.append(group)
     if records:
-        pieces.append(
-            pa.array(encode_audit_at(records, [int(p) + first for p in position[n_noise:]], stream))
-        )
+        pieces.append(pa.array(encode_audit(records, [int(p) + first for p in position[n_noise:]], stream)))
         rows.append(np.arange(n_noise, total))
     if not pieces:
         return pa.array([], pa.string()), all_ts, position[n_noise:]
@@ -275,7 +264,8 @@ def encode_bulk(
     return pc.take(concat, pa.array(where[order])), all_ts[order], position[n_noise:]
 
 
-def encode_audit_at(records: list[AuditRecord], seq_numbers: list[int], stream: str = "audit") -> list[str]:
+def encode_audit(records: list[AuditRecord], seq_numbers: list[int], stream: str = "audit") -> list[str]:
+    """Full events as JSON lines, each with its ``kubetrail.io/seq`` annotation."""
     out = []
     for rec, n in zip(records, seq_numbers, strict=True):
         rec.event["annotations"]["kubetrail.io/seq"] = f"{stream}:{n}"

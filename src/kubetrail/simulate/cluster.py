@@ -12,7 +12,16 @@ import numpy as np
 
 from kubetrail.simulate.options import SimulationOptions
 
-__all__ = ["Cluster", "Container", "Node", "build_cluster", "new_uid", "pod_suffix", "uid_from_bits"]
+__all__ = [
+    "Cluster",
+    "Container",
+    "Node",
+    "add_attack_container",
+    "build_cluster",
+    "new_uid",
+    "pod_suffix",
+    "uid_from_bits",
+]
 
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand alphabet
 

@@ -15,8 +15,6 @@ __all__ = [
     "format_seconds",
     "micro_time",
     "parse_start",
-    "rfc3339_micro",
-    "rfc3339_milli",
     "rfc3339_nano",
     "second_index",
 ]
@@ -68,27 +66,11 @@ def rfc3339_nano(ts_ns: np.ndarray) -> list[str]:
     return out
 
 
-def rfc3339_micro(ts_ns: np.ndarray) -> list[str]:
-    """``2026-01-01T12:00:00.123456Z`` (audit events' ``metav1.MicroTime``)."""
-    inverse, seconds, frac = second_index(ts_ns)
-    prefix = format_seconds(seconds, "%Y-%m-%dT%H:%M:%S")
-    return [f"{prefix[i]}.{f // 1000:06d}Z" for i, f in zip(inverse.tolist(), frac.tolist(), strict=True)]
-
-
-def rfc3339_milli(ts_ns: np.ndarray) -> list[str]:
-    """``2026-01-01T12:00:00.123Z``."""
-    inverse, seconds, frac = second_index(ts_ns)
-    prefix = format_seconds(seconds, "%Y-%m-%dT%H:%M:%S")
-    return [
-        f"{prefix[i]}.{f // 1_000_000:03d}Z" for i, f in zip(inverse.tolist(), frac.tolist(), strict=True)
-    ]
-
-
 _SECOND_CACHE: dict[int, str] = {}
 
 
 def micro_time(ts_ns: int) -> str:
-    """One ``2026-01-01T12:00:00.123456Z`` timestamp (scalar version of ``rfc3339_micro``)."""
+    """One ``2026-01-01T12:00:00.123456Z`` (``metav1.MicroTime``); bulk: ``arrowtext.rfc3339_micro``."""
     secs = ts_ns // NS
     prefix = _SECOND_CACHE.get(secs)
     if prefix is None:

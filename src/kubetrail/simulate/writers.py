@@ -26,7 +26,6 @@ __all__ = [
     "encode_cri",
     "encode_docker",
     "encode_journal",
-    "encode_plain",
     "to_bytes",
 ]
 
@@ -133,10 +132,6 @@ def encode_docker(times: Sequence[str], stderr: np.ndarray, msgs: Sequence[str])
         pieces[-1] += "\n"
         units.append("".join(f'{{"log":{_docker_escape(p)[:-1]}{streams[e]}{t}"}}\n' for p in pieces))
     return units
-
-
-def encode_plain(msgs: Sequence[str]) -> list[str]:
-    return [m + "\n" for m in msgs]
 
 
 def encode_journal(
