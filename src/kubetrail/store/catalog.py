@@ -151,6 +151,7 @@ class Catalog:
         self.path = path
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective on a new database only
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -274,6 +275,9 @@ class Catalog:
                 ("blooms", "segment_id"),
             ):
                 db.executemany(f"DELETE FROM {table} WHERE {col} = ?", [(s,) for s in segment_ids])
+        with self._lock:  # give the freed Bloom filter pages back to the file system
+            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def set_tier(self, segment_id: str, tier: str, path: str, archive_key: str | None) -> None:
         with self.transaction() as db:
