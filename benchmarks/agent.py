@@ -2,12 +2,12 @@
 
     python benchmarks/agent.py [--quick] [--compression zstd,lz4,none]
 
-Prints one JSON object. Per compression: MB/s (wall time from agent start until the receiver has every
-byte), agent CPU-seconds per GB shipped (user + system of the agent process only; ``cpu_s_per_gb``
-includes interpreter start-up and imports, ``cpu_s_per_gb_after_startup`` counts from the first
-acknowledged batch), and the agent's peak RSS (VmHWM). The agent is pinned to one core, the receiver
-(another process, decoding with the project's ``agent_protocol.decode_request`` and discarding) to the
-other, so it is not counted.
+Prints one JSON object. Per compression: MB/s (wall time from agent start until the receiver has
+every byte; ``mb_per_s_after_startup`` from the first acknowledged batch), agent CPU-seconds per GB
+shipped (user + system of the agent process only; ``cpu_s_per_gb`` includes interpreter start-up and
+imports, ``cpu_s_per_gb_after_startup`` counts from the first acknowledged batch), and the agent's peak
+RSS (VmHWM). The agent is pinned to one core, the receiver (another process, decoding with the
+project's ``agent_protocol.decode_request`` and discarding) to the other, so it is not counted.
 The corpus (simulator batch mode, ~1 GB; ~200 MB with --quick) is cached under $TMPDIR.
 """
 
@@ -33,14 +33,18 @@ CACHE = Path(tempfile.gettempdir()) / "kubetrail-bench-agent"
 
 def corpus(target_mb: int) -> tuple[Path, list[str], int]:
     """Simulated cluster logs of about ``target_mb`` MB of container log files (cached)."""
-    root = CACHE / f"corpus-{target_mb}mb"
+    root = CACHE / f"corpus-v2-{target_mb}mb"
     pattern = str(root / "*/var/log/pods/*/*/*.log")
     if not (root / "done").exists():
         from kubetrail.simulate import SimulationOptions, simulate_batch
 
         shutil.rmtree(root, ignore_errors=True)
-        hours = 0.1 * target_mb / 260
-        simulate_batch(root, SimulationOptions(nodes=2, hours=hours, lines_per_node_s=2000, attacks=False))
+        hours = target_mb / 3560  # ~1 MB of container logs per 3.6 simulated seconds at these rates
+        # rotation far above the corpus size: every byte stays in plain files the agent ships
+        options = SimulationOptions(
+            nodes=2, hours=hours, lines_per_node_s=2000, attacks=False, rotate_bytes=1 << 34
+        )
+        simulate_batch(root, options)
         (root / "done").write_text("ok")
     files = [p for g in (pattern, pattern + ".*") for p in glob.glob(g) if not p.endswith(".gz")]
     return root, [pattern], sum(os.path.getsize(p) for p in files)
@@ -86,6 +90,17 @@ def _stats(port: int) -> dict[str, int]:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _runqueue_wait_s(pid: int) -> float:
+    """Time the agent's threads were runnable but waiting for a CPU (other processes had it)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -146,8 +161,11 @@ def ship(patterns: list[str], total: int, compression: str, work: Path) -> dict[
                 raise RuntimeError(f"agent exited with {agent.returncode}")
             if time.monotonic() - started > 900:
                 raise TimeoutError(f"shipped {got} of {total} bytes")
-        wall = time.monotonic() - started
+        finished = time.monotonic()
+        wall = finished - started
         cpu = _cpu_seconds(agent.pid)
+        receiver_cpu = _cpu_seconds(receiver.pid)
+        waited = _runqueue_wait_s(agent.pid)
         assert first is not None
         steady_cpu, steady_bytes = cpu - first[0], total - first[1]
         rss = _peak_rss_mb(agent.pid)
@@ -159,11 +177,15 @@ def ship(patterns: list[str], total: int, compression: str, work: Path) -> dict[
     gb = total / 1e9
     return {
         "mb_per_s": round(total / 1e6 / wall, 1),
+        "mb_per_s_after_startup": round(steady_bytes / 1e6 / (finished - first[2]), 1),
         "cpu_s_per_gb": round(cpu / gb, 3),
         "cpu_s_per_gb_after_startup": round(steady_cpu / (steady_bytes / 1e9), 3),
         "startup_cpu_s": round(first[0], 3),
         "peak_rss_mb": round(rss, 1),
         "wall_s": round(wall, 2),
+        "agent_core_busy_share": round(cpu / wall, 2),
+        "receiver_core_busy_share": round(receiver_cpu / wall, 2),
+        "agent_runqueue_wait_share": round(waited / wall, 2),
     }
 
 

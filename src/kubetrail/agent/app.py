@@ -129,7 +129,10 @@ class Agent:
             if self.journald is not None:
                 read += self.journald.poll(self.shipper.budget_open())
             self._ship_summaries()
-            self.shipper.flush_due()
+            if self.shipper.budget_open():
+                self.shipper.flush_due()
+            else:
+                self.shipper.flush()  # reading is paused on the budget: a partial batch must not wait
             if now - last_save >= cfg.checkpoint_interval_secs:
                 self.harvester.save_checkpoints()
                 if self.journald is not None:
