@@ -25,7 +25,6 @@ __all__ = [
     "Flags",
     "broadcast",
     "cast_or_bisect",
-    "concat_binary",
     "from_np",
     "scatter",
     "slice_ranges",
@@ -179,10 +178,6 @@ def slice_ranges(data: bytes | pa.Buffer, starts: IntArray, ends: IntArray) -> p
     interleaved = pa.Array.from_buffers(typ, 2 * n, [None, pa.py_buffer(offsets), buf])
     picked = interleaved.take(from_np(np.arange(1, 2 * n, 2, dtype=np.int32)))
     return picked.cast(pa.binary()) if wide else picked
-
-
-def concat_binary(parts: list[bytes]) -> pa.BinaryArray:
-    return pa.array(parts, pa.binary())
 
 
 def broadcast(value: str | None, n: int, typ: pa.DataType | None = None) -> pa.Array:

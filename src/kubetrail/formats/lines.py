@@ -13,6 +13,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kubetrail.formats.kernels import Flags, slice_ranges
+
 __all__ = ["LineBlock", "LineCarry", "Lines", "find_lines", "split_lines"]
 
 
@@ -80,8 +82,6 @@ class LineBlock:
         return int(self.starts.size)
 
     def lines(self) -> pa.BinaryArray:
-        from kubetrail.formats.kernels import slice_ranges
-
         return slice_ranges(self.data, self.starts, self.ends)
 
 
@@ -113,8 +113,6 @@ class LineCarry:
         return key in self._tails
 
     def feed(self, key: str, offset: int, data: bytes, now: float) -> LineBlock:
-        from kubetrail.formats.kernels import Flags
-
         pre_data: list[bytes] = []  # lines emitted before the chunk's own lines
         pre_offsets: list[int] = []
         pre_bits: list[int] = []
@@ -169,8 +167,6 @@ class LineCarry:
 
     def flush(self, now: float, timeout: float, force: bool = False) -> dict[str, LineBlock]:
         """Emit tails older than ``timeout`` seconds (all with ``force``) as flagged lines."""
-        from kubetrail.formats.kernels import Flags
-
         out: dict[str, LineBlock] = {}
         for key in list(self._tails):
             tail = self._tails[key]
