@@ -198,3 +198,22 @@ def test_time_parsing() -> None:
     assert to_ns("2025-11-27T00:00:00Z") == T0
     with pytest.raises(QueryError):
         to_ns("yesterday-ish")
+
+
+def test_segments_with_an_older_schema_stay_readable(store: Store) -> None:
+    """Files of different schemas are read per schema group and unioned by name (schema evolution)."""
+    from kubetrail.store.segments import write_segment
+
+    store.append(make_batch(100))
+    store.flush()
+    old = pa.Table.from_batches([make_batch(50, seed=5, id_prefix="old")])
+    old = old.drop_columns(
+        ["kubernetes.namespace_labels", "attributes"]
+    )  # a segment from before they existed
+    info, bloom = write_segment(old, store.root, T0 // HOUR, ["@timestamp"])
+    store.catalog.add_segment(info, bloom)
+    scan = store.scan_set()
+    assert len(scan.file_groups()) == 2
+    table = store.search(limit=1000).table
+    assert table.num_rows == 150
+    assert table.column("attributes").null_count >= 50
