@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pyarrow as pa
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionNOT, ConditionOR
@@ -178,7 +178,13 @@ class DuckDBBackend(TextQueryBackend):
     # correlation conversion is done by kubetrail.detect.correlations (streaming state), not here
     correlation_methods: ClassVar[dict[str, str]] = {}
 
+    _override: FieldTarget | None = None
+
     # ---- helpers -------------------------------------------------------------------------------
+    def _target(self, name: str) -> FieldTarget:
+        """Where a field is read; while building a list element's predicate, the element ``x``."""
+        return self._override if self._override is not None else field_target(name)
+
     def escape_and_quote_field(self, field_name: str) -> str:
         return field_target(field_name).sql
 
@@ -229,21 +235,21 @@ class DuckDBBackend(TextQueryBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         assert isinstance(cond.value, SigmaString)  # dispatcher guarantees the type
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         return _any(target, self._string_predicate(target, cond.value, False))
 
     def convert_condition_field_eq_val_str_case_sensitive(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         assert isinstance(cond.value, SigmaCasedString)
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         return _any(target, self._string_predicate(target, cond.value, True))
 
     def convert_condition_field_eq_val_num(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         assert isinstance(cond.value, SigmaNumber)
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         number = str(cond.value.number)
         if target.kind in ("int", "float"):
             return _any(target, lambda x: f"{x} = {number}")
@@ -253,7 +259,7 @@ class DuckDBBackend(TextQueryBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         assert isinstance(cond.value, SigmaBool)
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         word = "true" if cond.value.boolean else "false"
         if target.kind == "bool":
             return _any(target, lambda x: f"{x} = {word}")
@@ -263,7 +269,7 @@ class DuckDBBackend(TextQueryBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         assert isinstance(cond.value, SigmaRegularExpression)
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         flags = "".join(
             {
                 SigmaRegularExpressionFlag.IGNORECASE: "i",
@@ -281,7 +287,7 @@ class DuckDBBackend(TextQueryBackend):
     ) -> str:
         assert isinstance(cond.value, SigmaCIDRExpression)
         network = cond.value.network
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         if isinstance(network, IPv4Network):
             low, high = int(network.network_address), int(network.broadcast_address)
             return _any(target, lambda x: f"(kt_ipv4({x}) BETWEEN {low} AND {high})")
@@ -307,7 +313,7 @@ class DuckDBBackend(TextQueryBackend):
         }
         op = ops[cond.value.op]
         number = str(cond.value.number.number)
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         if target.kind in ("int", "float"):
             return _any(target, lambda x: f"{x} {op} {number}")
         return _any(target, lambda x: f"TRY_CAST({x} AS DOUBLE) {op} {number}")
@@ -316,13 +322,13 @@ class DuckDBBackend(TextQueryBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         other = field_target(cond.value.field)  # type: ignore[attr-defined]
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         return f"(CAST({target.sql} AS VARCHAR) = CAST({other.sql} AS VARCHAR))"
 
     def convert_condition_field_eq_val_null(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         if target.is_list:
             return f"(coalesce(len({target.sql}), 0) = 0)"
         return f"({target.sql} IS NULL)"
@@ -330,7 +336,7 @@ class DuckDBBackend(TextQueryBackend):
     def convert_condition_field_exists(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         if target.is_list:
             return f"(coalesce(len({target.sql}), 0) > 0)"
         return f"({target.sql} IS NOT NULL)"
@@ -344,7 +350,7 @@ class DuckDBBackend(TextQueryBackend):
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str:
         part = cond.value.timestamp_part.name.lower()  # type: ignore[attr-defined]
-        target = field_target(cond.field)
+        target = self._target(cond.field)
         return f"(date_part('{part}', {target.sql}) = {cond.value.number})"  # type: ignore[attr-defined]
 
     def convert_condition_val_str(self, cond: Any, state: ConversionState) -> str:
@@ -390,6 +396,77 @@ class DuckDBBackend(TextQueryBackend):
 
         return _any(target, predicate)
 
+    def convert_condition_or(self, cond: ConditionOR, state: ConversionState) -> Any:
+        """ORs of values on one field become one predicate: one regex or one pass over a list.
+
+        Sigma value lists (``field|contains: [20 miner names]``) otherwise compile to 20 separate
+        ``lower(field)``/``json_extract`` calls (or 20 lambdas over a list) that DuckDB binds and runs
+        one by one: the bind time alone dominated a batch's evaluation before this grouping.
+        """
+        args = cond.args
+        if (
+            len(args) >= 2
+            and all(isinstance(a, ConditionFieldEqualsValueExpression) for a in args)
+            and len({a.field for a in args}) == 1  # type: ignore[union-attr]
+            and not self.decide_convert_condition_as_in_expression(cond, state)
+        ):
+            grouped = self._or_group(cast(list[ConditionFieldEqualsValueExpression], args))
+            if grouped is not None:
+                return grouped
+        return super().convert_condition_or(cond, state)
+
+    def _or_group(self, args: list[ConditionFieldEqualsValueExpression]) -> str | None:
+        target = field_target(args[0].field)
+        values = [a.value for a in args]
+        if all(isinstance(v, SigmaCIDRExpression) for v in values):
+            prefixes = _ipv4_prefixes([v.network for v in values])  # type: ignore[attr-defined]
+            if prefixes is None:
+                return None
+            regex = sql_string("^(?:" + "|".join(prefixes) + ")")
+            return _any(target, lambda x: f"regexp_matches({x}, {regex})")
+        if all(type(v) is SigmaString for v in values):
+            pieces = [_regex_piece(v) for v in values]  # type: ignore[arg-type]
+            substring = any(p is not None and not p.startswith("^") and not p.endswith("$") for p in pieces)
+            if all(p is not None for p in pieces) and (substring or len(pieces) > 8):
+                # lower() + a lower-case pattern rather than (?i): RE2 keeps its literal prefilters, and
+                # the engine computes lower(column) once per batch for all rules
+                regex = sql_string("(?:" + "|".join(cast(list[str], pieces)) + ")")
+                col = target.kind in ("str", "json")
+                return _any(
+                    target,
+                    lambda x: f"regexp_matches(lower({x if col else f'CAST({x} AS VARCHAR)'}), {regex})",
+                )
+        if target.is_list:
+            preds = [self._element_predicate(target, a) for a in args]
+            return _any(target, lambda x: "(" + " OR ".join(p(x) for p in preds) + ")")
+        return None
+
+    def _element_predicate(
+        self, target: FieldTarget, cond: ConditionFieldEqualsValueExpression
+    ) -> Callable[[str], str]:
+        """The predicate of one condition on one element (``x``) of a list target."""
+        self._override = FieldTarget("x", False, target.kind, target.lowercase)
+        try:
+            expr = str(self.convert_condition_field_eq_val(cond, ConversionState()))
+        finally:
+            self._override = None
+        return lambda _x: expr  # list targets always name the element x
+
+    def convert_condition_and(self, cond: ConditionAND, state: ConversionState) -> Any:
+        """AND with the cheap terms first: DuckDB evaluates a filter's AND left to right on the rows
+        still selected, so verb/resource/user tests run before any JSON is parsed or regex run."""
+        converted = [
+            self.convert_condition(arg, state)
+            if self.compare_precedence(cond, arg)
+            else self.convert_condition_group(arg, state)
+            for arg in cond.args
+        ]
+        terms = [str(c) for c in converted if c is not None]
+        if not terms:
+            return None
+        terms.sort(key=_cost)
+        return " AND ".join(terms)
+
     def convert_condition_not(self, cond: ConditionNOT, state: ConversionState) -> Any:
         inner = cond.args[0]
         if inner is None:
@@ -401,6 +478,52 @@ class DuckDBBackend(TextQueryBackend):
 
     def finalize_query_default(self, rule: Any, query: str, index: int, state: ConversionState) -> str:
         return query
+
+
+def _cost(sql: str) -> int:
+    """A rough evaluation cost of a SQL predicate, to order AND terms (stable sort keeps ties)."""
+    return (
+        4 * sql.count("json_extract")
+        + 3 * (sql.count("regexp_") + sql.count("list_filter") + sql.count("kt_"))
+        + sql.count("lower(")
+        + sql.count(" LIKE ")
+    )
+
+
+def _ipv4_prefixes(networks: list[IPv4Network | Any]) -> list[str] | None:
+    """RE2 fragments matching the dotted-quad text of exactly the addresses of IPv4 networks.
+
+    A network is widened to whole octets (172.16.0.0/12 -> 172.16. ... 172.31.), so the test is a
+    prefix match on text; None for IPv6 or when that would take too many prefixes.
+    """
+    out: list[str] = []
+    for net in networks:
+        if not isinstance(net, IPv4Network):
+            return None
+        octets = -(-net.prefixlen // 8)  # round up to whole octets
+        if octets == 0:
+            out.append("")
+            continue
+        for sub in net.subnets(new_prefix=octets * 8):
+            parts = str(sub.network_address).split(".")[:octets]
+            out.append(".".join(parts) + ("." if octets < 4 else ""))
+        if len(out) > 4096:
+            return None
+    return [re.escape(p) + ("" if p.endswith(".") or not p else "$") for p in out]
+
+
+def _regex_piece(value: SigmaString) -> str | None:
+    """A Sigma string as a RE2 fragment (for OR groups): contains/startswith/endswith/equals."""
+    parts = list(value.s)
+    if any(p is SpecialChars.WILDCARD_SINGLE or not isinstance(p, (str, SpecialChars)) for p in parts):
+        return None
+    inner = [p for p in parts if isinstance(p, str)]
+    if len(inner) != 1 or not inner[0]:
+        return None
+    text = re.escape(inner[0].lower())
+    lead = parts[0] is SpecialChars.WILDCARD_MULTI
+    trail = parts[-1] is SpecialChars.WILDCARD_MULTI
+    return ("" if lead else "^") + text + ("" if trail else "$")
 
 
 def _as_contains(value: SigmaString) -> SigmaString:
