@@ -116,8 +116,8 @@ def stage_sql(rules: Sequence[CompiledRule]) -> Stage:
             return m.group(0)
         return f"({_quote('__any.' + m.group(1))} AND {m.group(0)})"
 
-    sql = {rid: _LOWER_REGEX.sub(guard, text) for rid, text in rewritten.items()}
-    return Stage(columns, lowered, prefilters, sql)
+    guarded = {rid: _LOWER_REGEX.sub(guard, body) for rid, body in rewritten.items()}
+    return Stage(columns, lowered, prefilters, guarded)
 
 
 class Engine:
