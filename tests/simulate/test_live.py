@@ -120,3 +120,21 @@ def test_live_subprocess_stops_on_sigterm(tmp_path: Path) -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["streams"] == summary["streams"]
     assert sum(s["lines"] for s in manifest["streams"].values()) >= 300
+
+
+def test_live_attacks_play_over_the_window(tmp_path: Path) -> None:
+    live = LiveOptions(rate=2000, containers=12, audit_rate=100, attack_window_s=2.0)
+    report = LiveSimulator(tmp_path / "live", SimulationOptions(), live).run(4.0)
+    truth = [json.loads(line) for line in (report.root / "truth.jsonl").read_text().splitlines()]
+    assert len(truth) == 14, [t["name"] for t in truth]
+    found: dict[str, set[int]] = {}
+    for stream, info in report.streams.items():
+        found[stream] = {n for rec in records(report.root, info) for _, n in extract_seq(rec)}
+    for t in truth:
+        assert t["seq_ids"], t["name"]
+        for sid in t["seq_ids"]:
+            stream, n = sid.rsplit(":", 1)
+            assert int(n) in found[stream], (t["name"], sid)
+    miner = next(t for t in truth if t["name"] == "crypto-miner")
+    assert miner["streams"] and report.streams[miner["streams"][0]].lines > 4
+    _check_streams(report)

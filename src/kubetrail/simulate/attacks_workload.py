@@ -27,7 +27,8 @@ def scenario_a08(p: Planner) -> None:
     node = workers[0]
     dep = "kube-metrics-agent"
     mpod = f"{dep}-{pod_suffix(rng, 10)}-{pod_suffix(rng, 5)}"
-    start_frac = (t + 12 * NS - t0) / span
+    delay = min(12 * NS, span // 50)  # image pull and start; short attack windows (live mode) shrink it
+    start_frac = (t + delay - t0) / span
     miner = add_attack_container(
         cluster, rng, node, "default", mpod, "xmrig", "miner", "xmrig/xmrig:latest", 0.4, start_frac
     )
@@ -74,7 +75,7 @@ def scenario_a08(p: Planner) -> None:
         request_object=body,
         annotations=_EDIT,
     )
-    ms = t + 12 * NS
+    ms = t + delay
     stamp = f"[{micro_time(ms + 3_000_000)[:-4].replace('T', ' ')}]"
     for k, msg in enumerate(
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from kubetrail.simulate.options import DEFAULT_START, SimulationOptions
 from kubetrail.simulate.report import LAYERS, SimulationReport
+
+if TYPE_CHECKING:
+    from kubetrail.simulate.live import LiveOptions
 
 __all__ = ["layer_table", "print_report", "register", "truth_table"]
 
@@ -65,19 +69,13 @@ def print_report(report: SimulationReport, console: Console) -> None:
 
 
 def _run_live(
-    root: Path,
-    options: SimulationOptions,
-    rate: float,
-    duration: float,
-    containers: int,
-    audit_rate: float,
-    as_json: bool,
+    root: Path, options: SimulationOptions, live: LiveOptions, duration: float, as_json: bool
 ) -> None:
     import signal
 
-    from kubetrail.simulate.live import LiveOptions, LiveSimulator
+    from kubetrail.simulate.live import LiveSimulator
 
-    sim = LiveSimulator(root, options, LiveOptions(rate=rate, containers=containers, audit_rate=audit_rate))
+    sim = LiveSimulator(root, options, live)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sim.stop())
     try:
@@ -118,6 +116,10 @@ def register(app: typer.Typer) -> None:
         duration: float = typer.Option(0.0, help="Live: seconds to run (0 = until SIGINT/SIGTERM)."),
         containers: int = typer.Option(50, help="Live: containers appended to."),
         audit_rate: float = typer.Option(200.0, help="Live: audit events per second."),
+        attack_window: float = typer.Option(
+            0.0,
+            help="Live: play the scripted attacks over the first N seconds (0 = none); truth.jsonl grows.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
         workers: int = typer.Option(1, help="Batch: worker processes (same output, less wall time)."),
     ) -> None:
@@ -141,7 +143,12 @@ def register(app: typer.Typer) -> None:
             attacks=not no_attacks,
         )
         if live:
-            _run_live(root, options, rate, duration, containers, audit_rate, as_json)
+            from kubetrail.simulate.live import LiveOptions
+
+            live_options = LiveOptions(
+                rate=rate, containers=containers, audit_rate=audit_rate, attack_window_s=attack_window
+            )
+            _run_live(root, options, live_options, duration, as_json)
             return
         try:
             report = simulate_batch(root, options, workers=workers)

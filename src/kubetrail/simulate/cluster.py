@@ -250,7 +250,7 @@ def add_attack_container(
     start_at: float,
 ) -> Container:
     """A container that starts mid-run (crypto-miner, attacker pod)."""
-    k = sum(1 for c in cluster.containers if c.node is node)
+    k = 1 + max((int(c.stream.rsplit(".c", 1)[1]) for c in cluster.containers if c.node is node), default=-1)
     c = Container(
         f"n{node.index}.c{k}",
         node,

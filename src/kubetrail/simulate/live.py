@@ -23,18 +23,27 @@ import orjson
 import pyarrow as pa
 
 from kubetrail.simulate import arrowtext, system
-from kubetrail.simulate.audit import encode_bulk
+from kubetrail.simulate.attacks import Injection, plan_attacks
+from kubetrail.simulate.audit import AuditRecord, encode_bulk
 from kubetrail.simulate.batch import container_log_paths, prepare_root, stream_rng
 from kubetrail.simulate.cluster import Cluster, Container, build_cluster
 from kubetrail.simulate.noise import background_events
 from kubetrail.simulate.options import SimulationOptions
-from kubetrail.simulate.report import MANIFEST, SimulationReport, StreamInfo
+from kubetrail.simulate.report import MANIFEST, TRUTH, SimulationReport, StreamInfo
 from kubetrail.simulate.rotation import GZIP_LEVEL, audit_rotated_name, kubelet_rotated_name
 from kubetrail.simulate.timefmt import NS
 from kubetrail.simulate.workloads import render
 from kubetrail.simulate.writers import add_seq, encode_cri, encode_journal
 
 __all__ = ["LiveOptions", "LiveSimulator"]
+
+
+_ATTACK_TARGETS = (
+    ("shop", "orders"),
+    ("shop", "cart"),
+    ("payments", "payments-api"),
+    ("kube-system", "kube-apiserver"),
+)
 
 
 @dataclass
@@ -44,6 +53,7 @@ class LiveOptions:
     audit_rate: float = 200.0  # audit events per second
     node_rate: float = 20.0  # kubelet lines per second per node
     tick_s: float = 0.1
+    attack_window_s: float = 0.0  # > 0: play the scripted attacks over the first N seconds (truth.jsonl)
 
 
 @dataclass
@@ -92,6 +102,29 @@ class LiveSimulator:
         self.files: dict[str, _LiveFile] = {}
         self._deleted: dict[str, list[tuple[int, int]]] = {}
         self._boot_ns = time.time_ns() - 86400 * NS  # journald's monotonic clock starts at boot
+        self._pending_audit: list[AuditRecord] = []
+        self._pending_lines: dict[str, list[Injection]] = {}
+        self._starts: dict[str, int] = {}  # stream -> wall ns it starts (attack pods start late)
+
+    def _plan_attacks(self, wall: int) -> None:
+        """Schedule the batch mode's attack scenarios over the first ``attack_window_s`` seconds."""
+        if not (self.o.attacks and self.live.attack_window_s > 0):
+            return
+        window = int(self.live.attack_window_s * NS)
+        plan = plan_attacks(self.cluster, wall, wall + window, stream_rng(self.o.seed, "attacks"))
+        self.report.attacks = plan.attacks
+        self._pending_audit = sorted(plan.audit, key=lambda r: r.ts_ns)
+        self._pending_lines = {s: sorted(v, key=lambda i: i.ts_ns) for s, v in plan.container_lines.items()}
+        self._starts = {
+            c.stream: wall + int(c.start_at * window) for c in self.cluster.containers if c.start_at
+        }
+
+    def _evidence(self, tag: str, seq_id: str, audit_id: str = "") -> None:
+        for a in self.report.attacks:
+            if a.id == tag:
+                a.seq_ids.append(seq_id)
+                if audit_id and audit_id not in a.audit_ids:
+                    a.audit_ids.append(audit_id)
 
     def _cluster(self) -> Cluster:
         nodes = self.o.nodes
@@ -103,7 +136,15 @@ class LiveSimulator:
             if len(cluster.containers) >= self.live.containers or nodes >= 100:
                 break
             nodes += 1
-        cluster.containers = cluster.containers[: self.live.containers]
+        keep: list[Container] = []
+        if self.o.attacks and self.live.attack_window_s > 0:  # the pods the scenarios act on come first
+            for ns, prefix in _ATTACK_TARGETS:
+                keep.append(
+                    next(c for c in cluster.containers if c.namespace == ns and c.pod.startswith(prefix))
+                )
+        rest = [c for c in cluster.containers if c not in keep]
+        chosen = keep + rest[: max(0, self.live.containers - len(keep))]
+        cluster.containers = [c for c in cluster.containers if c in chosen]
         for c in cluster.containers:  # one instance each: restarts are a batch-mode feature
             c.restart_at = None
             c.ids = c.ids[:1]
@@ -199,22 +240,38 @@ class LiveSimulator:
 
     def _tick_containers(self, lines: int, t_from: int, t_to: int) -> None:
         containers = self.cluster.containers
-        weights = np.array([c.weight for c in containers], dtype=float)
+        started = [self._starts.get(c.stream, 0) <= t_to for c in containers]
+        weights = np.array([c.weight if s else 0.0 for c, s in zip(containers, started, strict=True)])
         counts = self.rng.multinomial(lines, weights / weights.sum())
         for c, k in zip(containers, counts.tolist(), strict=True):
-            if k:
+            pending = self._pending_lines.get(c.stream)
+            if k or (pending and pending[0].ts_ns < t_to):
                 self._container(c, k, t_from, t_to)
 
     def _container(self, c: Container, k: int, t_from: int, t_to: int) -> None:
         f = self.files[c.stream]
         ts = np.sort(self.rng.integers(t_from, t_to, k))
         r = render(c.profile, ts, self.rng, c, big_prob=1e-4)
-        line_ts = np.maximum.accumulate(
-            ts[r.owner] + (np.arange(len(r.owner)) - np.searchsorted(r.owner, r.owner)) * 1000
-        )
-        numbered = arrowtext.with_seq(arrowtext.to_arrow(r.lines), r.json, c.stream, f.next_seq)
+        line_ts = ts[r.owner] + (np.arange(len(r.owner)) - np.searchsorted(r.owner, r.owner)) * 1000
+        msgs, stderr, json = r.lines, r.stderr, r.json
+        pending = self._pending_lines.get(c.stream, [])
+        due = [i for i in pending if i.ts_ns < t_to]
+        if due:
+            del pending[: len(due)]
+            all_ts = np.concatenate([line_ts, np.array([i.ts_ns for i in due], dtype=np.int64)])
+            order = np.argsort(all_ts, kind="stable")
+            msgs = [(msgs + [i.msg for i in due])[j] for j in order.tolist()]
+            stderr = np.concatenate([stderr, np.array([i.stderr for i in due], dtype=bool)])[order]
+            json = np.concatenate([json, np.array([i.json for i in due], dtype=bool)])[order]
+            tags = [([""] * len(line_ts) + [i.tag for i in due])[j] for j in order.tolist()]
+            for n, tag in enumerate(tags):
+                if tag:
+                    self._evidence(tag, f"{c.stream}:{f.next_seq + n}")
+            line_ts = all_ts[order]
+        line_ts = np.maximum.accumulate(line_ts)
+        numbered = arrowtext.with_seq(arrowtext.to_arrow(msgs), json, c.stream, f.next_seq)
         units = encode_cri(
-            arrowtext.rfc3339_nano(line_ts), r.stderr, numbered, self.rng, self.o.partial_split_prob
+            arrowtext.rfc3339_nano(line_ts), stderr, numbered, self.rng, self.o.partial_split_prob
         )
         self._append(f, units, len(units), t_to)
 
@@ -266,8 +323,12 @@ class LiveSimulator:
     def _tick_audit(self, seconds: float, t_from: int, t_to: int) -> None:
         f = self.files["audit"]
         noise = background_events(self.cluster, t_from, t_to, self.live.audit_rate, self.rng)
-        if len(noise):
-            units, _, _ = encode_bulk(noise, [], first=f.next_seq)
+        due = [r for r in self._pending_audit if r.ts_ns < t_to]
+        del self._pending_audit[: len(due)]
+        if len(noise) or due:
+            units, _, positions = encode_bulk(noise, due, first=f.next_seq)
+            for rec, pos in zip(due, positions.tolist(), strict=True):
+                self._evidence(rec.tag, f"audit:{f.next_seq + pos}", rec.event["auditID"])
             self._append(f, units, len(units), t_to)
 
     # -- manifest ----------------------------------------------------------------------------------
@@ -296,15 +357,21 @@ class LiveSimulator:
         tmp = self.root / (MANIFEST + ".tmp")
         tmp.write_bytes(orjson.dumps(self.report.manifest() | {"live": True}, option=orjson.OPT_INDENT_2))
         tmp.replace(self.root / MANIFEST)
+        if self.report.attacks:
+            happened = [a.to_json() for a in self.report.attacks if a.seq_ids]
+            tmp = self.root / (TRUTH + ".tmp")
+            tmp.write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in happened))
+            tmp.replace(self.root / TRUTH)
 
     def run(self, duration_s: float | None = None) -> SimulationReport:
         """Append until ``duration_s`` has passed or ``stop()`` is called; return what was written."""
+        wall = time.time_ns()
+        self._plan_attacks(wall)
         self._setup()
         started = time.monotonic()
         last = started
         last_manifest = started
         written = 0.0
-        wall = time.time_ns()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kubetrail.simulate.attacks import Attack
 from kubetrail.simulate.options import SimulationOptions
+
+if TYPE_CHECKING:
+    from kubetrail.simulate.attacks import Attack
 
 __all__ = ["LAYERS", "LayerStats", "SimulationReport", "StreamInfo", "load_manifest"]
 
