@@ -295,3 +295,58 @@ def test_checkpoints_of_vanished_files_are_collected(tmp_path: Path) -> None:
     rig.cycle()
     rig.harvester.save_checkpoints(force=True)
     assert rig.store.count() == 0
+
+
+PERMISSION_PROBE = """
+import json, sys
+from pathlib import Path
+from kubetrail.agent.checkpoints import CheckpointStore
+from kubetrail.agent.config import AgentConfig
+from kubetrail.agent.discovery import Discovery
+from kubetrail.agent.harvester import Harvester
+from kubetrail.agent.metrics import Metrics
+root = Path(sys.argv[1])
+cfg = AgentConfig.model_validate({"node_name": "n1", "data_dir": sys.argv[2]})
+sent = []
+metrics = Metrics()
+store = CheckpointStore(Path(sys.argv[2]) / "c.db")
+h = Harvester(cfg, store, lambda c, p, t: sent.append(c.origin.path), metrics)
+h.sync(Discovery({"container": [str(root / "*/*/*.log")]}, use_inotify=False).scan())
+h.poll()
+h.sync(h.paths)  # a second look must not log the same problem again
+samples = [s for m in metrics.registry.collect() for s in m.samples]
+errors = {s.labels["reason"]: s.value for s in samples if s.name == "kubetrail_agent_file_errors_total"}
+print(json.dumps({"sent": sorted(set(sent)), "errors": errors}))
+"""
+
+
+def test_permission_denied_is_reported_once_and_other_files_still_ship(tmp_path: Path) -> None:
+    """The probe runs without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (setpriv), like an agent that lacks
+    them: a 0600 file of another user must be reported and must not stop the other files."""
+    import json
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop the file-permission capabilities")
+    pods = tmp_path / "pods"
+    ok = pods / "ns_ok_u1" / "app" / "0.log"
+    secret = pods / "ns_secret_u2" / "app" / "0.log"
+    for path in (ok, secret):
+        path.parent.mkdir(parents=True)
+        write(path, 0, 3)
+    os.chown(secret, 65534, 65534)
+    secret.chmod(0o600)
+    data = tmp_path / "data"
+    data.mkdir()
+    probe = [sys.executable, "-c", PERMISSION_PROBE, str(pods), str(data)]
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *probe],
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    result = json.loads(done.stdout)
+    assert result["sent"] == [str(ok)]
+    assert result["errors"] == {"PermissionError": 2.0}  # counted every look, logged once
+    assert done.stderr.decode().count("Permission denied") <= 1
