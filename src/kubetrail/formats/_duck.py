@@ -7,6 +7,7 @@ gets its own, with one worker thread (parsers run inside the server's own worker
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Mapping
 
 import duckdb
@@ -33,7 +34,12 @@ def run(sql: str, params: Mapping[str, object] | None = None, **tables: pa.Table
     for name, table in tables.items():
         con.register(name, table)
     try:
-        return con.sql(sql, params=dict(params) if params else None).to_arrow_table()
+        # execute() plans a statement in about half the CPU time of the relational sql() API, which
+        # matters for 1 MiB chunks; the result copy it warns about is cheap next to that.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result: pa.Table = con.execute(sql, dict(params) if params else None).to_arrow_table()
+        return result
     finally:
         for name in tables:
             con.unregister(name)

@@ -45,23 +45,23 @@ _FIELDS = (
     "SYSLOG_FACILITY",
 )
 _PATHS = "[" + ", ".join(f"'$.{f}'" for f in _FIELDS) + "]"
-_BYTES = """CASE WHEN json_type(line, '$.MESSAGE') = 'ARRAY'
-       THEN TRY_CAST(json_extract(line, '$.MESSAGE') AS UTINYINT[]) END"""
-# A value over 255 makes TRY_CAST give a null element: such arrays are not bytes.
-_OUTER = (
-    "SELECT ok, obj, v, mtype, CASE WHEN len(list_filter(b, lambda x: x IS NULL)) = 0 THEN b END AS bytes"
-)
+# One parse per line: json_extract with every path gives the values as JSON text; the strings
+# among them are unquoted from that small text (json_type & co. would parse the line again each).
+_OUTER = """SELECT ok, obj,
+  list_transform(j, lambda x: CASE WHEN x IS NULL OR x::VARCHAR = 'null' THEN NULL
+                                   WHEN left(x::VARCHAR, 1) = '"' THEN json_extract_string(x, '$')
+                                   ELSE x::VARCHAR END) AS v,
+  CASE WHEN left(j[1]::VARCHAR, 1) = '[' THEN 'ARRAY' END AS mtype,
+  -- a value over 255 makes TRY_CAST give a null element: such arrays are not bytes
+  CASE WHEN left(j[1]::VARCHAR, 1) = '['
+            AND len(list_filter(TRY_CAST(j[1] AS UTINYINT[]), lambda b: b IS NULL)) = 0
+       THEN TRY_CAST(j[1] AS UTINYINT[]) END AS bytes"""
 _FAST_SQL = f"""{_OUTER} FROM (
-  SELECT true AS ok, json_type(line) = 'OBJECT' AS obj, json_extract_string(line, {_PATHS}) AS v,
-         json_type(line, '$.MESSAGE') AS mtype, {_BYTES} AS b
-  FROM t)"""
+  SELECT true AS ok, left(ltrim(line), 1) = '{{' AS obj, json_extract(line, {_PATHS}) AS j FROM t)"""
 _GUARDED_SQL = f"""{_OUTER} FROM (
-  SELECT ok, obj,
-    CASE WHEN obj THEN json_extract_string(line, {_PATHS}) END AS v,
-    CASE WHEN obj THEN json_type(line, '$.MESSAGE') END AS mtype,
-    CASE WHEN obj THEN {_BYTES} END AS b
-  FROM (SELECT line, json_valid(line) AS ok,
-               CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS obj FROM t))"""
+  SELECT ok, obj, CASE WHEN obj THEN json_extract(line, {_PATHS}) END AS j
+  FROM (SELECT line, ok, ok AND left(ltrim(line), 1) = '{{' AS obj
+        FROM (SELECT line, json_valid(line) AS ok FROM t)))"""
 _CONTROL_PLANE = "(" + "|".join(CONTROL_PLANE_COMPONENTS) + ")"
 
 

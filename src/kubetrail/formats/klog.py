@@ -25,16 +25,17 @@ from kubetrail.chunk import Origin
 from kubetrail.formats import _duck
 from kubetrail.formats._flags import Flags
 from kubetrail.formats._lineparser import LineParser, Rows
+from kubetrail.formats._text import extract_head, slice_fixed
 from kubetrail.formats._times import fraction_to_ns, infer_year, now_ns, ns_to_timestamp, to_ns
 from kubetrail.formats.base import register_parser
 from kubetrail.schema import TIMESTAMP
 
 __all__ = ["CONTROL_PLANE_COMPONENTS", "KlogParser", "apply_klog", "klog_columns", "parse_klog_messages"]
 
-KLOG_HEADER = (
-    r"(?s)^(?P<sev>[IWEF])(?P<mo>\d\d)(?P<day>\d\d) "
-    r"(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
-    r"\s+(?P<pid>\d{1,18}) (?P<file>[^:\]\s]+):(?P<line>\d{1,9})\] ?(?P<rest>.*)$"
+# The header only (fixed-width date and time are sliced by position); the message is the rest.
+KLOG_HEAD = (
+    r"(?P<sev>[IWEF])\d{4} \d\d:\d\d:\d\d(?:\.(?P<frac>\d{1,9}))?"
+    r"\s+(?P<pid>\d{1,18}) (?P<file>[^:\]\s]+):(?P<line>\d{1,9})\] ?"
 )
 _LEVELS = pa.array(["info", "warning", "error", "critical"])
 _SEVERITIES = pa.array(["I", "W", "E", "F"])
@@ -82,22 +83,21 @@ def klog_columns(text: pa.Array, reference_ns: np.ndarray) -> tuple[dict[str, pa
     Returns (columns, matched mask, bad-timestamp mask). Columns hold nulls where a row is no klog
     line; ``@timestamp`` is null where the date is impossible.
     """
-    parts = pc.extract_regex(text, KLOG_HEADER)
-    matched = pc.is_valid(parts)
+    parts, matched, rest = extract_head(text, KLOG_HEAD)
+    head = pc.struct_field(parts, "m")
 
     def part(name: str) -> pa.Array:
         return pc.struct_field(parts, name)
 
-    def ints(name: str) -> np.ndarray:
-        return to_ns(pc.cast(part(name), pa.int64()))
+    def at(start: int, stop: int) -> np.ndarray:
+        return to_ns(pc.cast(slice_fixed(head, start, stop), pa.int64()))
 
     frac = fraction_to_ns(part("frac"))
-    ts, valid = infer_year(ints("mo"), ints("day"), ints("h"), ints("mi"), ints("s"), frac, reference_ns)
+    ts, valid = infer_year(at(1, 3), at(3, 5), at(6, 8), at(9, 11), at(12, 14), frac, reference_ns)
     matched_np = np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
     bad_ts = matched_np & ~valid
-    rest = part("rest")
     columns: dict[str, pa.Array] = {
-        "message": rest,
+        "message": pc.if_else(matched, rest, pa.scalar(None, pa.string())),
         "log.level": pc.take(_LEVELS, pc.index_in(part("sev"), value_set=_SEVERITIES)),
         "@timestamp": ns_to_timestamp(ts, valid & matched_np),
         "process.pid": pc.cast(part("pid"), pa.int64()),
@@ -115,7 +115,9 @@ def klog_columns(text: pa.Array, reference_ns: np.ndarray) -> tuple[dict[str, pa
         mask = np.zeros(len(text), dtype=bool)
         mask[np.asarray(idx)] = True
         mask_arr = pa.array(mask)
-        columns["message"] = pc.replace_with_mask(rest, mask_arr, out["message"].combine_chunks())
+        columns["message"] = pc.replace_with_mask(
+            columns["message"], mask_arr, out["message"].combine_chunks()
+        )
         columns["attributes"] = pc.replace_with_mask(
             pa.nulls(len(text), pa.string()), mask_arr, out["attributes"].combine_chunks()
         )

@@ -27,6 +27,7 @@ from kubetrail.chunk import Origin
 from kubetrail.formats import _duck
 from kubetrail.formats._flags import Flags
 from kubetrail.formats._lineparser import LineParser, Rows
+from kubetrail.formats._text import extract_head
 from kubetrail.formats._times import (
     fraction_to_ns,
     infer_year,
@@ -41,16 +42,18 @@ __all__ = ["SEVERITY_LEVELS", "SyslogParser", "parse_syslog_messages"]
 
 SEVERITY_LEVELS = pa.array(["critical", "critical", "critical", "error", "warning", "info", "info", "debug"])
 
-RFC5424 = (
-    r"(?s)^<(?P<pri>\d{1,3})>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+) "
-    r'(?P<sd>-|(?:\[(?:[^"\]\\]|\\.|"(?:[^"\\]|\\.)*")*\])+)(?: (?P<msg>.*))?$'
+# Header patterns only: the message is the rest of the line (see _text.extract_head).
+HEAD5424 = (
+    r"<(?P<pri>\d{1,3})>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+) "
+    r'(?P<sd>-|(?:\[(?:[^"\]\\]|\\.|"(?:[^"\\]|\\.)*")*\])+)(?: |$)'
 )
-RFC3164 = (
-    r"(?s)^(?:<(?P<pri>\d{1,3})>)?(?:(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) "
-    r"(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<frac>\d{1,9}))?"
+HEAD3164 = (
+    r"(?:<(?P<pri>\d{1,3})>)?(?:(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) "
+    r"(?P<time>\d\d:\d\d:\d\d)(?:\.(?P<frac>\d{1,9}))?"
     r"|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?))\s+"
-    r"(?P<host>[^\s:\[]+)\s+(?:(?P<tag>[^:\[\s]{1,64})(?:\[(?P<pid>[^\]]*)\])?:(?: |$))?(?P<msg>.*)$"
+    r"(?P<host>[^\s:\[]+)\s+"
 )
+TAG3164 = r"(?P<tag>[^:\[\s]{1,64})(?:\[(?P<pid>[^\]]*)\])?:(?: |$)"
 _SD_ELEMENT = r'\[([^\s\]="]+)((?:\s+[^\s=\]"]+="(?:[^"\\]|\\.)*")*)\s*\]'
 _SD_PARAM = r'([^\s=\]"]+)="((?:[^"\\]|\\.)*)"'
 _SD_ESCAPE = r'\\(["\\\]])'
@@ -96,8 +99,7 @@ def _pri_columns(pri_text: pa.Array, flags: Flags, rows: pa.Array) -> dict[str, 
 
 def _rfc5424(text: pa.Array, flags: Flags) -> tuple[dict[str, pa.Array], pa.Array]:
     """Columns of lines sniffed as RFC 5424, and which of them really are."""
-    parts = pc.extract_regex(text, RFC5424)
-    rows = parts.is_valid()
+    parts, rows, rest = extract_head(text, HEAD5424)
 
     def part(name: str) -> pa.Array:
         return _group(parts, name)
@@ -107,7 +109,7 @@ def _rfc5424(text: pa.Array, flags: Flags) -> tuple[dict[str, pa.Array], pa.Arra
     flags.add("bad_timestamp", pc.and_(rows, bad_ts), "RFC 5424 TIMESTAMP is not RFC 3339; receive time used")
     procid = _nil(part("procid"))
     pid = _numeric(procid)
-    msg = pc.replace_substring_regex(pc.fill_null(part("msg"), ""), "^\ufeff", "")
+    msg = pc.if_else(pc.starts_with(rest, "\ufeff"), pc.utf8_slice_codeunits(rest, 1), rest)
     cols = {
         "@timestamp": ts,
         "host.name": _nil(part("host")),
@@ -141,8 +143,8 @@ def _json_member(key: str, value: pa.Array) -> pa.Array:
 
 def _rfc3164(text: pa.Array, flags: Flags, reference_ns: np.ndarray) -> tuple[dict[str, pa.Array], pa.Array]:
     """Columns of lines sniffed as RFC 3164 (or files without PRI), and which of them really are."""
-    parts = pc.extract_regex(text, RFC3164)
-    rows = parts.is_valid()
+    parts, rows, rest = extract_head(text, HEAD3164)
+    tags, _, message = extract_head(rest, TAG3164)
 
     def part(name: str) -> pa.Array:
         return _group(parts, name)
@@ -150,10 +152,13 @@ def _rfc3164(text: pa.Array, flags: Flags, reference_ns: np.ndarray) -> tuple[di
     def ints(name: str) -> np.ndarray:
         return to_ns(pc.cast(part(name), pa.int64()))
 
+    def clock(start: int) -> np.ndarray:
+        return to_ns(pc.cast(pc.utf8_slice_codeunits(part("time"), start, start + 2), pa.int64()))
+
     has_bsd_time = pc.is_valid(part("mon"))
     nanos = fraction_to_ns(part("frac"))
     ts_ns, valid = infer_year(
-        month_numbers(part("mon")), ints("day"), ints("h"), ints("mi"), ints("s"), nanos, reference_ns
+        month_numbers(part("mon")), ints("day"), clock(0), clock(3), clock(6), nanos, reference_ns
     )
     bsd_ok = pc.and_(has_bsd_time, pa.array(valid))
     iso_ts, iso_bad = parse_rfc3339(part("iso"))
@@ -162,14 +167,14 @@ def _rfc3164(text: pa.Array, flags: Flags, reference_ns: np.ndarray) -> tuple[di
     )
     bad = pc.or_(pc.and_(has_bsd_time, pc.invert(pa.array(valid))), iso_bad)
     flags.add("bad_timestamp", pc.and_(rows, bad), "impossible syslog date/time; receive time used")
-    tag = part("tag")
-    pid_text = part("pid")
+    tag = pc.if_else(rows, _group(tags, "tag"), pa.scalar(None, pa.string()))
+    pid_text = pc.if_else(rows, _group(tags, "pid"), pa.scalar(None, pa.string()))
     cols: dict[str, pa.Array] = {
         "@timestamp": ts,
         "host.name": part("host"),
         "log.syslog.appname": tag,
         "process.pid": _numeric(pid_text),
-        "message": part("msg"),
+        "message": message,
         **_pri_columns(part("pri"), flags, rows),
     }
     odd_pid = pc.and_(pc.is_null(cols["process.pid"]), pc.invert(pc.equal(pc.fill_null(pid_text, ""), "")))
