@@ -100,6 +100,8 @@ class _Batch:
             self.injections = plan.container_lines
             self.attack_audit = plan.audit
         self._add_big_lines()
+        # rates are shared by weight among the containers that run from the start
+        self.total_weight = sum(c.weight for c in self.cluster.containers if c.start_at == 0)
 
     def _add_big_lines(self) -> None:
         """At least one line over 16 KiB per node (random ones are rare), in its first daemon-set pod."""
@@ -128,8 +130,7 @@ class _Batch:
         rng = stream_rng(self.o.seed, c.stream)
         span = self.t1 - self.t0
         start = self.t0 + int(c.start_at * span)
-        total_weight = sum(x.weight for x in self.cluster.containers if x.start_at == 0)
-        rate = self.o.lines_per_node_s * len(self.cluster.nodes) * c.weight / total_weight
+        rate = self.o.lines_per_node_s * len(self.cluster.nodes) * c.weight / self.total_weight
         n = int(rng.poisson(rate * (self.t1 - start) / NS))
         ts = np.sort(rng.integers(start, self.t1, n))
         r = render(c.profile, ts, rng, c)
@@ -289,8 +290,7 @@ class _Batch:
     def jobs(self) -> list[tuple[float, Job]]:
         """Every stream group as a job with a rough cost (lines x per-line cost), for balancing workers."""
         span_s = (self.t1 - self.t0) / NS
-        total_weight = sum(c.weight for c in self.cluster.containers if c.start_at == 0)
-        per_weight = self.o.lines_per_node_s * len(self.cluster.nodes) * span_s / total_weight
+        per_weight = self.o.lines_per_node_s * len(self.cluster.nodes) * span_s / self.total_weight
         out: list[tuple[float, Job]] = [
             (c.weight * per_weight, ("container", i)) for i, c in enumerate(self.cluster.containers)
         ]
