@@ -141,3 +141,11 @@ def test_plain_lines_carry_one_seq_token(small_sim: SimulationReport) -> None:
     assert all(len(x) == 1 for x in ids)
     assert [int(x[0][1]) for x in ids] == list(range(len(kubelet)))
     assert {x[0][0] for x in ids} == {"n1.kubelet"}
+
+
+def test_start_time_option(tmp_path: Path) -> None:
+    simulate_batch(tmp_path / "s", SimulationOptions(nodes=1, hours=0.01, start="2025-06-01T08:30:00Z"))
+    first = (tmp_path / "s/kt-control-plane/var/log/kubelet.log").read_text().splitlines()[0]
+    assert first.startswith("I0601 08:3")
+    audit = (tmp_path / "s/kt-control-plane/var/log/kubernetes/audit/audit.log").read_text()
+    assert '"stageTimestamp":"2025-06-01T08:3' in audit

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from kubetrail.simulate import SimulationReport, check_seq, count_seq, extract_seq
 from kubetrail.simulate.seq import SEQ_RE, seq_token
 
@@ -64,3 +67,13 @@ def test_big_lines_survive(small_sim: SimulationReport) -> None:
                 assert len(data) == size > 16 * 1024
                 found += 1
     assert found >= 3  # one per node at least
+
+
+@given(
+    st.from_regex(r"[A-Za-z0-9._-]{1,30}", fullmatch=True),
+    st.integers(min_value=0, max_value=10**12),
+    st.text(max_size=50),
+)
+def test_token_round_trip(stream: str, n: int, text: str) -> None:
+    assert (stream, n) in extract_seq(f"{text} {seq_token(stream, n)}")
+    assert (stream, n) in extract_seq(f'{{"x":1,"kt_seq":"{stream}:{n}"}}'.encode())
