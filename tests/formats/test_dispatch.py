@@ -125,3 +125,17 @@ def test_every_option_and_reason_code_is_documented() -> None:
             assert f"{option}" in page, f"formats option {option!r} missing from docs/formats.md"
     for code in REASONS:
         assert f"`{code}`" in page, f"reason code {code!r} missing from docs/formats.md"
+
+
+def test_config_rejects_bad_patterns_and_parsers() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(
+            {
+                "formats": {
+                    "multiline": {"start_patterns": ["(unclosed"]},
+                    "overrides": [{"namespace": "x", "parser": "yaml"}],
+                }
+            }
+        )
+    text = str(err.value)
+    assert "formats.multiline.start_patterns" in text and "formats.overrides.0.parser" in text

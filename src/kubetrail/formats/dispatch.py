@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections import Counter
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kubetrail.chunk import Chunk, Origin
 from kubetrail.config import register_section
 from kubetrail.formats import BUILTIN_PARSER_MODULES
-from kubetrail.formats.base import Parser, get_parser_class
+from kubetrail.formats.base import Parser, get_parser_class, parser_names
 from kubetrail.formats.container import ContainerParser, Events, fallback_batch, receive_seconds
 from kubetrail.formats.multiline import Multiline
 from kubetrail.formats.partials import Pieces
@@ -66,6 +67,15 @@ _SOURCE_FORMATS = {
 }
 
 
+def _check_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+    return patterns
+
+
 class MultilineConfig(BaseModel):
     """Stack-trace joining for container logs."""
 
@@ -77,6 +87,11 @@ class MultilineConfig(BaseModel):
     )
     flush_timeout_secs: float = Field(5.0, gt=0, description="Emit a held trace after this long.")
     max_lines: int = Field(1000, ge=2, description="Lines per joined event at most.")
+
+    @field_validator("start_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        return _check_patterns(patterns)
 
 
 class ParserOverride(BaseModel):
@@ -90,6 +105,19 @@ class ParserOverride(BaseModel):
     multiline_start_patterns: list[str] | None = Field(
         None, description="Start patterns for these pods (overrides multiline.start_patterns)."
     )
+
+    @field_validator("parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        known = {*PAYLOAD_MODES, *BUILTIN_PARSER_MODULES, *parser_names()}
+        if value not in known:
+            raise ValueError(f"unknown parser {value!r} (one of {', '.join(sorted(known))})")
+        return value
+
+    @field_validator("multiline_start_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str] | None) -> list[str] | None:
+        return None if patterns is None else _check_patterns(patterns)
 
     def matches(self, namespace: str | None, pod: str | None, container: str | None) -> bool:
         return all(
