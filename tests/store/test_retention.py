@@ -155,3 +155,24 @@ def test_run_maintenance_is_due_only_after_the_interval(tmp_path: Path) -> None:
     report = s.run_maintenance(force=True)
     assert report is not None and report.deleted_segments == 4  # wall clock: both days are expired
     s.close()
+
+
+def test_auto_maintenance_compacts_in_the_background_after_a_flush(tmp_path: Path) -> None:
+    cfg = StoreConfig(
+        compaction=CompactionConfig(min_age_secs=0, interval_secs=0.01),
+        retention=RetentionConfig(default_max_age_days=None),
+        delete_grace_secs=0,
+    )
+    s = Store(tmp_path / "s", cfg)
+    for i in range(4):
+        s.append(make_batch(200, seed=i, start_ns=T0, span_ns=HOUR // 2, id_prefix=f"a{i}"))
+        s.flush()
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(s.catalog.segments()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        s.flush()  # a later flush (nothing to write) does not start another pass while one runs
+    assert len(s.catalog.segments()) == 1
+    assert s.sql("SELECT count(*) AS n FROM logs").column("n")[0].as_py() == 800
+    s.close()

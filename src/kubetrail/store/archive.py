@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,7 @@ class Archive:
             data = bytes(obstore.get(self.objects, seg.archive_key or seg.path).bytes())
         except Exception as exc:
             raise StorageError(f"cannot read archived segment: {exc}", segment=seg.id) from None
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")  # concurrent searches may both fetch
         tmp.write_bytes(data)
         os.replace(tmp, dest)
         return dest

@@ -57,6 +57,7 @@ class CompactionConfig(_Model):
     small_segment_bytes: int = Field(32 << 20, gt=0, description="Segments below this are merged.")
     target_segment_bytes: int = Field(256 << 20, gt=0, description="Merged segments stay below this.")
     min_age_secs: float = Field(300.0, ge=0, description="Only partitions this old are compacted.")
+    interval_secs: float = Field(300.0, gt=0, description="How often compaction runs.")
     zstd_level: int = Field(
         9, ge=1, le=22, description="zstd level of merged segments (cold data: smaller, written once)."
     )
@@ -92,6 +93,9 @@ class StoreConfig(_Model):
     bloom_bits_per_key: int = Field(10, ge=4, le=32, description="Token index size per distinct token.")
     dedup_cache_hours: int = Field(48, ge=1, description="Hour partitions whose event ids stay in memory.")
     delete_grace_secs: float = Field(60.0, ge=0, description="Superseded files live this long.")
+    auto_maintenance: bool = Field(
+        True, description="Run retention and compaction in a background thread when due (after flushes)."
+    )
     limits: QueryLimits = Field(default_factory=lambda: QueryLimits())
     retention: RetentionConfig = Field(default_factory=lambda: RetentionConfig())
     compaction: CompactionConfig = Field(default_factory=lambda: CompactionConfig())

@@ -113,7 +113,8 @@ class Store:
         self._blooms: dict[str, BloomFilter | None] = {}
         self._seen = SeenSets(self.config.dedup_cache_hours, self._load_hour_hashes)
         self._archive: Any = None
-        self._last_maintenance = time.monotonic()
+        self._last_retention = self._last_compaction = time.monotonic()
+        self._maintenance_lock = threading.Lock()
         self._duck: Any = None  # shared DuckDB database for trusted queries (cursors per query)
         self.closed = False
         self.duplicates_dropped = 0
@@ -207,7 +208,17 @@ class Store:
         return []
 
     def flush(self) -> list[SegmentInfo]:
-        """Write the tail as one segment per hour and register them atomically with the catalog."""
+        """Write the tail as one segment per hour and register them atomically with the catalog.
+
+        Also starts due maintenance (retention, compaction) in the background, so the server's
+        periodic flush keeps an idle store's retention enforced too.
+        """
+        try:
+            return self._flush()
+        finally:
+            self._maybe_start_maintenance()
+
+    def _flush(self) -> list[SegmentInfo]:
         with self._append_lock:
             table, marker = self.tail.snapshot()
             if table.num_rows == 0:
@@ -222,7 +233,7 @@ class Store:
                     for info, bloom in written:
                         self.catalog.insert_segment(db, info, bloom)
                 self.tail.drop_through(marker)
-            return [info for info, _ in written]
+        return [info for info, _ in written]
 
     def _write(self, table: pa.Table, hour: int) -> tuple[SegmentInfo, BloomFilter]:
         cfg = self.config
@@ -414,21 +425,57 @@ class Store:
             self._archive = Archive(self)
         return self._archive
 
-    def run_maintenance(self, force: bool = False) -> Any:
-        """Retention, archive and compaction when ``retention.interval_secs`` has passed.
-
-        The server calls this from a timer (cheap when not due); returns the ``RetentionReport``
-        or None when nothing was due.
-        """
-        from kubetrail.store.retention import compact, enforce
-
+    def maintenance_due(self) -> bool:
         now = time.monotonic()
-        if not force and now - self._last_maintenance < self.config.retention.interval_secs:
-            return None
-        self._last_maintenance = now
-        report = enforce(self)
-        report.compacted_segments = compact(self)
-        return report
+        return (
+            now - self._last_retention >= self.config.retention.interval_secs
+            or now - self._last_compaction >= self.config.compaction.interval_secs
+        )
+
+    def run_maintenance(self, force: bool = False) -> Any:
+        """Retention/archive every ``retention.interval_secs``, compaction every
+        ``compaction.interval_secs`` (both when ``force``); returns a ``RetentionReport`` or None.
+
+        Cheap when nothing is due. With ``auto_maintenance`` the store starts it itself in a
+        background thread after a flush; the server or ``kubetrail retention run`` may also call it.
+        """
+        from kubetrail.store.retention import RetentionReport, compact, enforce
+
+        if not self._maintenance_lock.acquire(blocking=force):
+            return None  # another run is in progress
+        try:
+            if self.closed:
+                return None
+            now = time.monotonic()
+            report: RetentionReport | None = None
+            if force or now - self._last_retention >= self.config.retention.interval_secs:
+                self._last_retention = now
+                report = enforce(self)
+            if force or now - self._last_compaction >= self.config.compaction.interval_secs:
+                self._last_compaction = now
+                report = report or RetentionReport()
+                report.compacted_segments = compact(self)
+            return report
+        finally:
+            self._maintenance_lock.release()
+
+    def _maybe_start_maintenance(self) -> None:
+        if self.closed:
+            return
+        if not self.config.auto_maintenance or not self.maintenance_due() or self._maintenance_lock.locked():
+            return
+        thread = threading.Thread(
+            target=self._background_maintenance, name="kubetrail-store-maint", daemon=True
+        )
+        thread.start()
+
+    def _background_maintenance(self) -> None:
+        import logging
+
+        try:
+            self.run_maintenance()
+        except Exception:  # a failed pass is retried at the next interval; never kill the writer
+            logging.getLogger(__name__).exception("store maintenance failed")
 
     def forget_segment_cache(self, segment_ids: Sequence[str], hours: Sequence[int] = ()) -> None:
         for sid in segment_ids:
@@ -448,8 +495,9 @@ class Store:
     def close(self) -> None:
         if self.closed:
             return
-        self.flush()
-        self.closed = True
+        self._flush()
+        with self._maintenance_lock:  # let a background pass finish before the catalog closes
+            self.closed = True
         if self._duck is not None:
             self._duck.close()
         self.catalog.close()
