@@ -110,6 +110,10 @@ class ContainerParser(Parser):
         out += self.partials.flush(seconds, self.partial_timeout_secs, force)
         return out
 
+    def active_streams(self) -> set[str]:
+        """Stream keys with carried state (an unterminated tail or an unfinished partial)."""
+        return set(self.carry.streams()) | {key for key, _ in self.partials.streams()}
+
     def finish(self, events: Events, now: datetime | None) -> pa.RecordBatch:
         batches = [self.to_batch(origin, pieces, now) for origin, pieces in events if len(pieces)]
         if not batches:

@@ -268,12 +268,24 @@ class Parsing:
                         batches.append(self._to_batch(parser, origin, pieces, mode, now))
             except Exception:
                 self.errors["internal_error.multiline"] += 1
+        self._forget_idle_streams()
         batches = [b for b in batches if b.num_rows]
         if not batches:
             return empty_batch()
         if len(batches) == 1:
             return batches[0]
         return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+    def _forget_idle_streams(self) -> None:
+        """Drop remembered per-stream choices of streams without carried state (bounded memory)."""
+        active: set[str] = set()
+        for parser in self._parsers.values():
+            if isinstance(parser, ContainerParser):
+                active |= parser.active_streams()
+        for joiner in self._multiline.values():
+            active |= {key for key, _ in joiner.streams()}
+        for key in [k for k in self._stream_mode if k not in active]:
+            del self._stream_mode[key]
 
     @property
     def stats(self) -> dict[str, int]:

@@ -112,6 +112,9 @@ class LineCarry:
     def has(self, key: str) -> bool:
         return key in self._tails
 
+    def streams(self) -> list[str]:
+        return list(self._tails)
+
     def feed(self, key: str, offset: int, data: bytes, now: float) -> LineBlock:
         pre_data: list[bytes] = []  # lines emitted before the chunk's own lines
         pre_offsets: list[int] = []

@@ -90,6 +90,9 @@ class Multiline:
     def pending(self) -> int:
         return len(self._held)
 
+    def streams(self) -> list[tuple[str, int]]:
+        return list(self._held)
+
     def feed(self, origin: Origin, events: Pieces, now: float) -> Pieces:
         """Join continuation lines of ``events`` (string messages, stream order) with held state."""
         key = origin.stream_key()

@@ -95,6 +95,9 @@ class Reassembler:
     def pending(self) -> int:
         return len(self._pending)
 
+    def streams(self) -> list[tuple[str, int]]:
+        return list(self._pending)
+
     def feed(self, origin: Origin, pieces: Pieces, final: npt.NDArray[np.bool_], now: float) -> Pieces:
         key = origin.stream_key()
         carried = [(code, self._pending.pop((key, code))) for code in (0, 1) if (key, code) in self._pending]
