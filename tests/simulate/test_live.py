@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,4 +138,18 @@ def test_live_attacks_play_over_the_window(tmp_path: Path) -> None:
             assert int(n) in found[stream], (t["name"], sid)
     miner = next(t for t in truth if t["name"] == "crypto-miner")
     assert miner["streams"] and report.streams[miner["streams"][0]].lines > 4
+    _check_streams(report)
+
+
+def test_live_docker_node_rotates_like_docker(tmp_path: Path) -> None:
+    opts = SimulationOptions(nodes=2, docker_nodes=1, rotate_bytes=30_000, rotate_keep=100)
+    report = LiveSimulator(tmp_path / "live", opts, LiveOptions(rate=2000, containers=30, audit_rate=20)).run(
+        2.0
+    )
+    docker = [p.name for p in report.root.glob("kt-worker-1/var/lib/docker/containers/*/*")]
+    assert any(n.endswith("-json.log") for n in docker)
+    assert any(re.match(r"^[0-9a-f]{64}-json\.log\.\d+$", n) for n in docker)
+    link = next(report.root.glob("kt-worker-1/var/log/containers/*.log"))
+    assert link.resolve().name.endswith("-json.log")
+    assert {i.format for i in report.streams.values()} >= {"cri", "docker", "journald", "klog", "audit"}
     _check_streams(report)

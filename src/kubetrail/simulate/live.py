@@ -33,7 +33,7 @@ from kubetrail.simulate.report import MANIFEST, TRUTH, SimulationReport, StreamI
 from kubetrail.simulate.rotation import GZIP_LEVEL, audit_rotated_name, kubelet_rotated_name
 from kubetrail.simulate.timefmt import NS
 from kubetrail.simulate.workloads import render
-from kubetrail.simulate.writers import add_seq, encode_cri, encode_journal
+from kubetrail.simulate.writers import add_seq, encode_cri, encode_docker, encode_journal
 
 __all__ = ["LiveOptions", "LiveSimulator"]
 
@@ -44,6 +44,9 @@ _ATTACK_TARGETS = (
     ("payments", "payments-api"),
     ("kube-system", "kube-apiserver"),
 )
+
+
+_FORMATS = {"kubelet": "cri", "docker": "docker", "audit": "audit", "plain": "klog", "journal": "journald"}
 
 
 @dataclass
@@ -64,7 +67,7 @@ class _LiveFile:
     stream: str
     layer: str
     node: str
-    kind: str  # "kubelet" | "audit" | "plain"
+    kind: str  # a key of _FORMATS: how the file is written and rotated
     handle: BinaryIO | None = None
     size: int = 0
     first_seq: int = 0  # seq id of the first line in the current file
@@ -130,7 +133,7 @@ class LiveSimulator:
         nodes = self.o.nodes
         while True:
             cluster = build_cluster(
-                self.o.model_copy(update={"nodes": nodes, "docker_nodes": 0}),
+                self.o.model_copy(update={"nodes": nodes}),
                 stream_rng(self.o.seed, "cluster"),
             )
             if len(cluster.containers) >= self.live.containers or nodes >= 100:
@@ -160,8 +163,17 @@ class LiveSimulator:
         for c in self.cluster.containers:
             path, link = container_log_paths(self.root, c, 0)
             layer = "controlplane" if c.static else "container"
-            self.files[c.stream] = _LiveFile(path, c.stream, layer, c.node.name, "kubelet")
-            self.files[c.stream].open()
+            if c.node.runtime == "docker":  # the pods path links to docker's own file
+                real = (
+                    self.root / c.node.name / "var/lib/docker/containers" / c.ids[0] / f"{c.ids[0]}-json.log"
+                )
+                self.files[c.stream] = _LiveFile(real, c.stream, layer, c.node.name, "docker")
+                self.files[c.stream].open()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.symlink_to(os.path.relpath(real, path.parent))
+            else:
+                self.files[c.stream] = _LiveFile(path, c.stream, layer, c.node.name, "kubelet")
+                self.files[c.stream].open()
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(os.path.relpath(path, link.parent))
         for node in self.cluster.nodes:
@@ -188,6 +200,28 @@ class LiveSimulator:
         f.next_seq += count
         if f.kind == "kubelet" and f.size >= self.o.rotate_bytes:
             self._rotate_kubelet(f, now_ns)
+        elif f.kind == "docker" and f.size >= self.o.rotate_bytes:
+            self._rotate_docker(f)
+
+    def _rotate_docker(self, f: _LiveFile) -> None:
+        """docker json-file: ``<id>-json.log`` -> ``.1`` -> ``.2`` ...; ``rotate_keep`` files in all."""
+        while f.rotated and len(f.rotated) >= self.o.rotate_keep - 1:
+            old, a, b = f.rotated.pop(0)
+            old.unlink()
+            self._deleted.setdefault(f.stream, []).append((a, b))
+        shifted = []
+        for old, a, b in f.rotated:  # oldest (highest number) first, so no rename overwrites
+            number = int(old.name.rsplit(".", 1)[1])
+            new = old.with_name(f"{f.path.name}.{number + 1}")
+            old.rename(new)
+            shifted.append((new, a, b))
+        f.close()
+        first = f.path.with_name(f"{f.path.name}.1")
+        f.path.rename(first)
+        f.open()
+        f.rotated = [*shifted, (first, f.first_seq, f.next_seq)]
+        f.first_seq = f.next_seq
+        f.size = 0
 
     def _rotate_kubelet(self, f: _LiveFile, now_ns: int) -> None:
         name = kubelet_rotated_name(f.path.name, now_ns)
@@ -270,9 +304,14 @@ class LiveSimulator:
             line_ts = all_ts[order]
         line_ts = np.maximum.accumulate(line_ts)
         numbered = arrowtext.with_seq(arrowtext.to_arrow(msgs), json, c.stream, f.next_seq)
-        units = encode_cri(
-            arrowtext.rfc3339_nano(line_ts), stderr, numbered, self.rng, self.o.partial_split_prob
-        )
+        times = arrowtext.rfc3339_nano(line_ts)
+        if f.kind == "docker":
+            texts = [
+                x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in numbered.to_pylist()
+            ]
+            units = arrowtext.to_arrow(encode_docker(times.to_pylist(), stderr, texts))
+        else:
+            units = encode_cri(times, stderr, numbered, self.rng, self.o.partial_split_prob)
         self._append(f, units, len(units), t_to)
 
     def _tick_nodes(self, seconds: float, t_from: int, t_to: int) -> None:
@@ -342,7 +381,7 @@ class LiveSimulator:
                 lines=f.next_seq,
                 files=[p.relative_to(self.root).as_posix() for p in files],
                 deleted=list(self._deleted.get(stream, [])),
-                format={"kubelet": "cri", "audit": "audit", "plain": "klog", "journal": "journald"}[f.kind],
+                format=_FORMATS[f.kind],
             )
         for stats in self.report.layers.values():
             stats.files = stats.lines = stats.bytes = 0
