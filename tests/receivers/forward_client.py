@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import struct
+import weakref
 from typing import Any
 
 import msgpack
@@ -48,16 +49,22 @@ def new_chunk_id() -> str:
     return base64.b64encode(os.urandom(16)).decode()
 
 
+_UNPACKERS: weakref.WeakKeyDictionary[socket.socket, msgpack.Unpacker] = weakref.WeakKeyDictionary()
+
+
 def read_object(sock: socket.socket, timeout: float = 10.0) -> Any:
+    """The next msgpack object from ``sock`` (objects that arrived together are kept for later calls)."""
     sock.settimeout(timeout)
-    unpacker = msgpack.Unpacker(raw=False)
+    unpacker = _UNPACKERS.setdefault(sock, msgpack.Unpacker(raw=False))
     while True:
+        try:
+            return unpacker.unpack()
+        except msgpack.OutOfData:
+            pass
         data = sock.recv(65536)
         if not data:
             raise ConnectionError("closed by server")
         unpacker.feed(data)
-        for obj in unpacker:
-            return obj
 
 
 def handshake(sock: socket.socket, shared_key: str, user: str = "", password: str = "") -> Any:

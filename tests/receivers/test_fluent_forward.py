@@ -385,3 +385,21 @@ def test_packed_forward_payload_as_str_type() -> None:
     assert info.entries == 2
     assert [r["log"] for _, r in records] == ["from str payload", "second"]
     assert records[0][0] == 1764220000 * 1_000_000_000
+
+
+def test_rate_limit_slows_a_stream_client(tmp_path: Path) -> None:
+    async def body(server: KubetrailServer) -> None:
+        def send() -> float:
+            started = time.monotonic()
+            with socket.create_connection(_addr(server)) as sock:
+                for i in range(4):
+                    sock.sendall(msgpack.packb(["t", 1, {"message": f"r{i}"}, {"chunk": f"c{i}"}]))
+                acks = [read_object(sock) for _ in range(4)]
+            assert [a["ack"] for a in acks] == ["c0", "c1", "c2", "c3"]
+            return time.monotonic() - started
+
+        elapsed = await asyncio.to_thread(send)
+        assert elapsed >= 0.8  # burst 2, then 2 more at 2/s: slowed down, nothing refused
+
+    server_cfg = {"rate_limit": {"requests_per_sec": 2, "burst": 2}}
+    asyncio.run(_with_server(tmp_path, {**_cfg(), "server": server_cfg}, body))

@@ -86,3 +86,13 @@ class ReceiverContext:
     def check_rate(self, client: str, cost: float = 1.0) -> None:
         if self.rate_limiter is not None:
             self.rate_limiter.check(client, cost)
+
+    async def wait_rate(self, receiver: str, client: str, cost: float = 1.0) -> None:
+        """Streams cannot answer 429: a client over its rate is slowed down (reading pauses)."""
+        while self.rate_limiter is not None:
+            try:
+                self.rate_limiter.check(client, cost)
+                return
+            except Backpressure as exc:
+                self.metrics.backpressure.labels(receiver, "rate_limited").inc()
+                await asyncio.sleep(exc.retry_after_secs)

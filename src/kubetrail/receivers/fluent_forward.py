@@ -365,6 +365,8 @@ class ForwardReceiver(StreamReceiver[ForwardConfig]):
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.ctx is not None
         limits = self.limits
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if peername else "unknown"
         unpacker = make_unpacker(limits, max_buffer=limits.max_frame_bytes + self.read_size)
         buf = bytearray()
         base = 0  # stream offset of buf[0]
@@ -401,6 +403,7 @@ class ForwardReceiver(StreamReceiver[ForwardConfig]):
                         frame = inspect_frame(obj, limits)
                     except ProtocolError as exc:
                         raise self._reject(exc) from None
+                    await self.ctx.wait_rate(self.name, peer)
                     durable = await self.ctx.enqueue(self.name, f"forward+{frame.mode}", raw, obj, wait=True)
                     self.ctx.metrics.requests.labels(self.name, "ok").inc()
                     if frame.chunk is not None:

@@ -183,6 +183,7 @@ class SyslogReceiver(StreamReceiver[SyslogConfig]):
             raise ClientGone(str(exc)) from None
         if messages:
             payload = _record(conn_id, [base + o for o in offsets], messages)
+            await self.ctx.wait_rate(self.name, peer)
             await self.ctx.enqueue(self.name, f"syslog+{peer}", payload, wait=True)
             self.ctx.metrics.requests.labels(self.name, "ok").inc(len(messages))
         return consumed
