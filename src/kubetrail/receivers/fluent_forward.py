@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import msgpack
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kubetrail.components import receivers
 from kubetrail.errors import LimitExceeded, ProtocolError
@@ -279,6 +279,12 @@ class ForwardConfig(ListenerConfig):
     )
     self_hostname: str = Field("kubetrail", description="Hostname announced in PONG.")
     heartbeat_udp: bool = Field(True, description="Answer Fluentd's UDP heartbeats.")
+
+    @model_validator(mode="after")
+    def _users_need_shared_key(self) -> ForwardConfig:
+        if self.users and not self.shared_key:
+            raise ValueError("users (username/password auth) need shared_key: both travel in the handshake")
+        return self
 
 
 class _Heartbeat(asyncio.DatagramProtocol):
