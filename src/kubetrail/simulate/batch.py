@@ -8,6 +8,7 @@ with one write per file.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import time
 import zlib
@@ -67,21 +68,9 @@ def container_log_paths(root: Path, c: Container, restart: int) -> tuple[Path, P
 
 
 def _symlink(link: Path, target: Path) -> None:
+    """A relative link (kubelet writes absolute ones; relative keeps the tree movable)."""
     link.parent.mkdir(parents=True, exist_ok=True)
-    rel = Path(
-        *([".."] * (len(link.parent.parts) - len(_common(link.parent, target)))),
-        *target.parts[len(_common(link.parent, target)) :],
-    )
-    link.symlink_to(rel)
-
-
-def _common(a: Path, b: Path) -> tuple[str, ...]:
-    out = []
-    for x, y in zip(a.parts, b.parts, strict=False):
-        if x != y:
-            break
-        out.append(x)
-    return tuple(out)
+    link.symlink_to(os.path.relpath(target, link.parent))
 
 
 class _Batch:
