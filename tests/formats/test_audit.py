@@ -148,7 +148,7 @@ def test_event_list_bodies() -> None:
     ]
     assert [r["kubernetes.audit.auditID"] for r in rows[1:3]] == [EVENT["auditID"], "second"]
     assert [r["log.offset"] for r in rows[1:4]] == [size] * 3
-    assert rows[3]["event.parse_error"] == "invalid_json"
+    assert rows[3]["event.parse_error"] == "bad_json"
     assert rows[4]["event.parse_error"] is None and rows[4]["kubernetes.audit.verb"] == "create"
     assert len({r["event.id"] for r in rows}) == 5
 
@@ -233,8 +233,8 @@ def test_invalid_lines_salvaged_and_flagged() -> None:
     cut = orjson.dumps(EVENT)[:900]
     rows = parse(cut + b"\n" + b"[1,2]\n" + b'{"hello": "world"}\n' + b"\n")
     assert [r["event.parse_error"] for r in rows] == [
-        "invalid_json",
-        "invalid_json",
+        "bad_json",
+        "bad_json",
         "not_audit_event",
         "empty_line",
     ]

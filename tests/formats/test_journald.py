@@ -75,7 +75,7 @@ def test_missing_and_bad_fields() -> None:
     assert kernel["host.name"] == "node-1"  # the origin's node when _HOSTNAME is missing
     assert kernel["log.syslog.appname"] == "kernel"
     assert kernel["process.pid"] is None
-    assert bad["event.parse_error"] == "bad_timestamp" and bad["@timestamp"] == NOW
+    assert bad["event.parse_error"] == "bad_timestamp,bad_field" and bad["@timestamp"] == NOW
     assert "PRIORITY is not 0-7" in bad["error.message"] and bad["log.level"] is None
     assert no_message["message"] is None and no_message["event.parse_error"] is None
 
@@ -87,7 +87,7 @@ def test_out_of_range_timestamp_flagged() -> None:
 
 def test_invalid_json_lines_kept() -> None:
     rows = parse(line() + b'{"MESSAGE": "cut\n[1, 2]\n\n')
-    assert [r["event.parse_error"] for r in rows] == [None, "invalid_json", "invalid_json", "empty_line"]
+    assert [r["event.parse_error"] for r in rows] == [None, "bad_json", "bad_json", "empty_line"]
     assert rows[1]["message"] == '{"MESSAGE": "cut' and rows[2]["message"] == "[1, 2]"
 
 

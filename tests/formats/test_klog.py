@@ -75,7 +75,12 @@ def test_year_inferred_across_new_year() -> None:
 def test_bad_input_flagged() -> None:
     data = b"W1332 00:00:00.000000 1 a.go:2] impossible date\nnot klog at all\n\n\xff\xfeI0505\n"
     rows = parse(data)
-    assert [r["event.parse_error"] for r in rows] == ["bad_timestamp", "no_match", "empty_line", "no_match"]
+    assert [r["event.parse_error"] for r in rows] == [
+        "bad_timestamp",
+        "bad_format",
+        "empty_line",
+        "bad_format,invalid_utf8",
+    ]
     assert rows[0]["message"] == "impossible date" and rows[0]["log.level"] == "warning"
     assert rows[0]["@timestamp"] == NOW
     assert rows[1]["message"] == "not klog at all"

@@ -79,7 +79,7 @@ def test_timed_flush_and_the_rest_of_the_line_both_flagged() -> None:
     flushed = parser.flush(NOW + timedelta(seconds=6))
     assert flushed.column("event.parse_error").to_pylist() == ["truncated"]
     rest = parser.parse(Chunk(origin(37), b" second half\n" + LINE), NOW)
-    assert rest.column("event.parse_error").to_pylist()[0] == "truncated"
+    assert rest.column("event.parse_error").to_pylist()[0] == "truncated,bad_format"
     assert rest.column("log.offset").to_pylist() == [37, 50]
     assert rest.column("event.parse_error").to_pylist()[1] is None
 
@@ -88,7 +88,7 @@ def test_a_gap_emits_the_stale_tail() -> None:
     parser = KlogParser()
     parser.parse(Chunk(origin(0), b"I0505 17:59:41.0 1 a.go:1] lost"), NOW)
     out = parser.parse(Chunk(origin(5000), LINE), NOW)
-    assert out.column("event.parse_error").to_pylist() == ["truncated", None]
+    assert out.column("event.parse_error").to_pylist() == ["stream_gap", None]
     assert out.column("log.offset").to_pylist() == [0, 5000]
 
 
@@ -128,7 +128,7 @@ def test_invalid_utf8_and_nul_flagged_and_replaced() -> None:
     text = decode_lines(pa.array([b"ok", b"bad \xff\xfe", b"nul\x00byte\r"]), flags)
     assert text.to_pylist() == ["ok", "bad \ufffd\ufffd", "nul\ufffdbyte"]
     reason, message = flags.columns()
-    assert reason.to_pylist() == [None, "invalid_utf8", "nul_byte"]
+    assert reason.to_pylist() == [None, "invalid_utf8", "nul_bytes"]
     assert "2 invalid byte(s)" in message[1].as_py()
 
 
@@ -137,7 +137,7 @@ def test_flags_keep_every_detail_and_rank_reasons() -> None:
     flags.add("invalid_utf8", pa.array([True, False]), "a")
     flags.add("truncated", pa.array([True, True]), "b")
     reason, message = flags.columns()
-    assert reason.to_pylist() == ["truncated", "truncated"]
+    assert reason.to_pylist() == ["truncated,invalid_utf8", "truncated"]
     assert message.to_pylist() == ["truncated: b; invalid_utf8: a", "truncated: b"]
     assert flags.counts() == {"invalid_utf8": 1, "truncated": 2}
     assert REASONS.index("truncated") < REASONS.index("invalid_utf8")

@@ -92,7 +92,7 @@ def test_rfc3164_variants() -> None:
 def test_bad_input_flagged() -> None:
     data = b"<999>Feb  5 17:32:18 h app: big pri\n<13>Feb 30 17:32:18 h app: no such day\njunk\n\n"
     rows = parse(data)
-    assert [r["event.parse_error"] for r in rows] == ["bad_pri", "bad_timestamp", "no_match", "empty_line"]
+    assert [r["event.parse_error"] for r in rows] == ["bad_pri", "bad_timestamp", "bad_format", "empty_line"]
     assert rows[0]["message"] == "big pri" and rows[0]["log.syslog.facility.code"] is None
     assert rows[1]["@timestamp"] == NOW and rows[1]["message"] == "no such day"
     assert rows[2]["message"] == "junk"
@@ -121,7 +121,10 @@ def test_parse_syslog_messages() -> None:
     assert out[0]["message"] == "line one\nline two"
     assert out[1]["message"] == "x"
     assert out[2]["event.parse_error"] == "empty_line"
-    assert out[3]["event.parse_error"] == "no_match" and "invalid_utf8" in out[3]["error.message"]
+    assert (
+        out[3]["event.parse_error"] == "bad_format,invalid_utf8"
+        and "1 invalid byte" in out[3]["error.message"]
+    )
     with_offsets = parse_syslog_messages(messages[:2], origin, NOW, offsets=pa.array([0, 57]))
     assert with_offsets.column("event.id").to_pylist() == [f"{prefix}-0", f"{prefix}-57"]
 

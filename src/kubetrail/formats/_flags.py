@@ -1,8 +1,9 @@
 """Per-row parse problems, kept as boolean masks and folded into two columns at the end.
 
 A row can have several problems (a truncated line that is also invalid UTF-8). ``event.parse_error``
-gets the most serious reason code (``REASONS`` order); ``error.message`` joins every detail, each
-prefixed with its code, so nothing is hidden. Counts per reason feed the parser's ``stats``.
+gets every reason code, comma-separated, most serious first (``REASONS`` order; the same convention
+as the container parsers); ``error.message`` joins every detail, each prefixed with its code.
+Counts per reason feed the parser's ``stats``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ __all__ = ["REASONS", "Flags"]
 REASONS: tuple[str, ...] = (
     "internal_error",  # the vectorized path failed; the raw line is kept
     "truncated",  # unterminated line flushed, or the rest of such a line
+    "stream_gap",  # a chunk did not continue where the carried tail ended: the tail, emitted
     "line_too_long",  # cut at the parser's max_line_bytes
-    "invalid_json",  # JSON formats: the line is not JSON (fields salvaged where possible)
+    "bad_json",  # JSON formats: the line is not JSON (fields salvaged where possible)
     "not_audit_event",  # JSON, but no audit Event / EventList / known cloud envelope
     "not_k8s_audit",  # a cloud audit envelope around something that is not Kubernetes
-    "no_match",  # line does not have the format's shape; kept whole as the message
+    "bad_format",  # line does not have the format's shape; kept whole as the message
     "bad_pri",  # syslog PRI out of range
     "bad_timestamp",  # timestamp present but impossible; @timestamp falls back to receive time
     "bad_field",  # a typed field (pid, code, priority, byte array) could not be converted
     "invalid_utf8",  # invalid sequences replaced by U+FFFD
-    "nul_byte",  # NUL bytes replaced by U+FFFD
+    "nul_bytes",  # NUL bytes replaced by U+FFFD
     "empty_line",
 )
 _RANK = {reason: i for i, reason in enumerate(REASONS)}
@@ -108,8 +110,13 @@ class Flags:
             return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
         items = sorted(self._items, key=lambda it: _RANK.get(it[0], len(_RANK)))
         reason_col: pa.Array = pa.nulls(n, pa.string())
-        for reason, m, _ in reversed(items):
-            reason_col = pc.if_else(m, pa.scalar(reason), reason_col)
+        seen: set[str] = set()
+        for reason, m, _ in items:
+            if reason in seen:  # the same code from two checks: once is enough
+                m = pc.and_(m, pc.invert(pc.match_substring(pc.fill_null(reason_col, ""), reason)))
+            seen.add(reason)
+            joined_reason = pc.binary_join_element_wise(reason_col, pa.scalar(reason), ",")
+            reason_col = pc.if_else(m, pc.coalesce(joined_reason, pa.scalar(reason)), reason_col)
         pieces = [pc.if_else(m, d, pa.scalar(None, pa.string())) for _, m, d in items]
         if len(pieces) == 1:
             return reason_col, pieces[0]

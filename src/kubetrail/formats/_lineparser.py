@@ -104,7 +104,7 @@ def decode_lines(lines: pa.Array, flags: Flags) -> pa.StringArray:
     raw = data.to_pybytes() if data is not None else b""
     if b"\x00" in raw:  # cheap whole-buffer scan first; the per-row kernel only when needed
         has_nul = pc.match_substring(text, "\x00")
-        flags.add("nul_byte", has_nul, "NUL byte(s) replaced by U+FFFD")
+        flags.add("nul_bytes", has_nul, "NUL byte(s) replaced by U+FFFD")
         text = pc.replace_substring(text, "\x00", "\ufffd")
     if b"\r" in raw:
         text = pc.utf8_rtrim(text, characters="\r")
@@ -147,7 +147,7 @@ class LineParser(Parser):
             )
             framed.flag("internal_error", 0, f"framing failed: {exc!r}")
         if stale is not None:
-            batches.append(self._emit_tail(stale, now, "a later chunk did not continue it"))
+            batches.append(self._emit_tail(stale, now, "a later chunk did not continue it", "stream_gap"))
         if len(framed.lines):
             batches.append(self.build(framed.lines, framed.offsets, chunk.origin, now, framed.flagged))
         return _concat(batches)
@@ -219,9 +219,9 @@ class LineParser(Parser):
             )
         return framed, stale
 
-    def _emit_tail(self, tail: _Tail, now: datetime, why: str) -> pa.RecordBatch:
+    def _emit_tail(self, tail: _Tail, now: datetime, why: str, reason: str = "truncated") -> pa.RecordBatch:
         detail = f"unterminated line of {len(tail.head) + tail.dropped} bytes ({why})"
-        flagged = {"truncated": ([0], [detail])}
+        flagged = {reason: ([0], [detail])}
         return self.build(
             pa.array([tail.head], pa.binary()), np.array([tail.start]), tail.origin, now, flagged
         )

@@ -19,7 +19,7 @@ Decoding: DuckDB's ``from_json`` parses each line once into a fixed struct (``re
 ``responseObject``, ``annotations`` stay raw JSON text) and Arrow kernels take the fields out. When
 a chunk holds a line that is not JSON (the bulk parse then fails as a whole), validity is computed
 once and the invalid lines keep what patterns can salvage (auditID, verb, user, objectRef, ...),
-flagged ``invalid_json`` — a cut RequestResponse line still says who did what.
+flagged ``bad_json`` — a cut RequestResponse line still says who did what.
 
 ``event.id`` stays origin-derived (``<prefix>-<offset>``) although the same auditID+stage may arrive
 both from the file and from the webhook: ids must be unique per delivery path, and matching the two
@@ -114,8 +114,8 @@ _COLUMNS: Mapping[str, str] = {
     "attributes": "attributes",
 }
 _PROBLEMS = {
-    "invalid_json": ("invalid_json", "not JSON; fields salvaged by pattern where found"),
-    "bad_event": ("invalid_json", "EventList item or AKS properties.log is not a JSON object"),
+    "bad_json": ("bad_json", "not JSON; fields salvaged by pattern where found"),
+    "bad_event": ("bad_json", "EventList item or AKS properties.log is not a JSON object"),
     "not_audit_event": ("not_audit_event", "JSON object that is no audit Event, EventList or cloud envelope"),
     "not_k8s_audit": ("not_k8s_audit", "cloud audit record about something other than Kubernetes"),
     "empty": ("empty_line", "empty line"),
@@ -282,7 +282,7 @@ def _salvage(t: pa.Table) -> pa.Table:
     ip = find(line, r'"sourceIPs":\["(?P<v>[^"]*)"')
     offsets = pa.array(np.arange(n + 1, dtype=np.int32))
     columns["sourceIPs"] = pa.ListArray.from_arrays(offsets, pc.fill_null(ip, ""), mask=ip.is_null())
-    columns["problem"] = pc.if_else(pc.equal(pc.utf8_length(line), 0), "empty", "invalid_json")
+    columns["problem"] = pc.if_else(pc.equal(pc.utf8_length(line), 0), "empty", "bad_json")
     return _conform(columns, n)
 
 
@@ -410,9 +410,7 @@ def _summary(col: dict[str, pa.Array], code: pa.Array) -> pa.Array:
     message = pc.binary_join_element_wise(*parts, " ")
     nothing = pc.and_(
         pc.and_(col["username"].is_null(), col["verb"].is_null()),
-        pc.is_in(
-            col["problem"], value_set=pa.array(["empty", "invalid_json", "not_audit_event", "bad_event"])
-        ),
+        pc.is_in(col["problem"], value_set=pa.array(["empty", "bad_json", "not_audit_event", "bad_event"])),
     )
     return pc.if_else(nothing, _NULL, message)
 

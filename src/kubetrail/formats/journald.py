@@ -14,7 +14,7 @@ kubelet and the container runtime log klog lines to the journal; those messages 
 ``klog.apply_klog`` (level, source file:line, structured attributes under ``klog``).
 
 Decoding is one DuckDB pass over the Arrow column; a chunk with an invalid line takes a second,
-guarded pass, and the invalid lines are kept whole, flagged ``invalid_json``.
+guarded pass, and the invalid lines are kept whole, flagged ``bad_json``.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ class JournaldParser(LineParser):
         valid = pc.fill_null(out["ok"].combine_chunks(), False)
         empty = pc.equal(pc.utf8_length(text), 0)
         flags.add("empty_line", empty, "empty line")
-        flags.add("invalid_json", pc.and_(pc.invert(valid), pc.invert(empty)), "not JSON; kept whole")
-        flags.add("invalid_json", pc.and_(valid, pc.invert(obj)), "JSON but not an object; kept whole")
+        flags.add("bad_json", pc.and_(pc.invert(valid), pc.invert(empty)), "not JSON; kept whole")
+        flags.add("bad_json", pc.and_(valid, pc.invert(obj)), "JSON but not an object; kept whole")
         v = out["v"].combine_chunks()
         field = {name: pc.list_element(v, i) for i, name in enumerate(_FIELDS)}
         mtype = out["mtype"].combine_chunks()

@@ -138,7 +138,7 @@ class KlogParser(LineParser):
         empty = pc.equal(pc.utf8_length(text), 0)
         flags.add("empty_line", empty, "empty line")
         flags.add(
-            "no_match", pc.and_(unmatched, pc.invert(empty)), "not a klog line; kept whole as the message"
+            "bad_format", pc.and_(unmatched, pc.invert(empty)), "not a klog line; kept whole as the message"
         )
         flags.add("bad_timestamp", bad_ts, "impossible klog date/time; @timestamp is the receive time")
         columns["message"] = pc.if_else(matched, columns["message"], text)

@@ -227,7 +227,9 @@ def syslog_columns(text: pa.StringArray, reference_ns: np.ndarray, flags: Flags)
     empty = pc.equal(pc.utf8_length(text), 0)
     flags.add("empty_line", empty, "empty line")
     flags.add(
-        "no_match", pc.and_(pc.invert(matched), pc.invert(empty)), "not an RFC 5424/3164 message; kept whole"
+        "bad_format",
+        pc.and_(pc.invert(matched), pc.invert(empty)),
+        "not an RFC 5424/3164 message; kept whole",
     )
     cols["message"] = pc.if_else(matched, pc.fill_null(cols["message"], ""), text)
     return cols
