@@ -12,6 +12,7 @@ from kubetrail.chunk import Chunk, FileIdentity, Origin
 from kubetrail.receivers.agent import AgentReceiver
 from kubetrail.receivers.agent_protocol import PATH, encode_request
 from kubetrail.server.auth import hash_token
+from tests.server.helpers import LineParser as LineParserForThread
 from tests.server.helpers import MemoryStore, make_server, settle
 
 
@@ -297,3 +298,24 @@ def test_fuzz_agent_endpoint_never_500(tmp_path: Path) -> None:
             await server.stop()
 
     asyncio.run(go())
+
+
+def test_server_thread_for_demos(tmp_path: Path) -> None:
+    from kubetrail.config import validate_config
+    from kubetrail.server.app import ServerThread
+
+    cfg, topology = validate_config(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "server": {"listen": "127.0.0.1:0"},
+            "receivers": {"agent": {"type": "agent", "listen": "127.0.0.1:0"}},
+        }
+    )
+    store = MemoryStore()
+    with ServerThread(cfg, topology, store=store, parser=LineParserForThread()) as server:
+        host, port = server.address("agent")
+        body, headers = encode_request("node-a", [_chunk(0, ["threaded"])])
+        assert httpx.post(f"http://{host}:{port}{PATH}", content=body, headers=headers).status_code == 200
+        api_host, api_port = server.address("api")
+        assert httpx.get(f"http://{api_host}:{api_port}/readyz").status_code == 200
+    assert store.messages() == ["threaded"]  # stopping drained the pipeline into the store

@@ -34,7 +34,7 @@ from kubetrail.server.pipeline import ChunkParser, Pipeline, StoreLike
 from kubetrail.server.settings import ServerConfig, parse_listen
 from kubetrail.server.wal import WriteAheadLog
 
-__all__ = ["KubetrailServer", "default_parser", "default_store", "run_server"]
+__all__ = ["KubetrailServer", "ServerThread", "default_parser", "default_store", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +245,72 @@ async def run_server(cfg: KubetrailConfig, topology: Topology) -> None:
     await server.wait_stopped()
     log.info("shutting down")
     await server.stop()
+
+
+class ServerThread:
+    """Run a ``KubetrailServer`` on its own event loop in a background thread (demo, end-to-end tests).
+
+    with ServerThread(cfg, topology) as server:
+        url = server.address("agent")     # ("127.0.0.1", port) of a receiver
+        ...
+    # leaving the block stops it gracefully (drain, store flush, WAL checkpoint)
+    """
+
+    def __init__(self, cfg: KubetrailConfig, topology: Topology, **kwargs: Any) -> None:
+        import threading
+
+        self.server = KubetrailServer(cfg, topology, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="kubetrail-server", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self.server.wait_stopped()
+        await self.server.stop()
+
+    def start(self, timeout: float = 60.0) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the kubetrail server did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def address(self, receiver: str) -> tuple[str, int]:
+        """Bound (host, port) of a receiver, or of the API listener for ``"api"``."""
+        if receiver == "api":
+            assert self.server.api is not None
+            return self.server.api.address
+        return self.server.receivers[receiver].address  # type: ignore[attr-defined,no-any-return]
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.server.request_stop)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
