@@ -456,7 +456,7 @@ def sort_order_bytes(work: Path, sample: pa.RecordBatch) -> dict[str, int]:
     for label, keys in (("dataset_ns_pod_time", DEFAULT_SORT), ("time_only", ["@timestamp"])):
         sorted_t = table.sort_by([(k, "ascending") for k in keys])
         out[f"segment_bytes_sorted_{label}"] = write_parquet(
-            sorted_t, work / f"order-{label}.parquet", 3, 131_072
+            sorted_t, work / f"order-{label}.parquet", 3, 65_536
         )
     return out
 
