@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -139,3 +141,45 @@ def test_config_rejects_bad_patterns_and_parsers() -> None:
         )
     text = str(err.value)
     assert "formats.multiline.start_patterns" in text and "formats.overrides.0.parser" in text
+
+
+_MESSAGES = [
+    ["plain INFO line"],
+    ['{"level":"warn","msg":"json line","n":1}'],
+    ['level=error msg="logfmt line" k=v'],
+    ['10.0.0.1 - - [05/May/2024:17:59:40 +0000] "GET / HTTP/1.1" 200 12 "-" "curl"'],
+    ["java.lang.IllegalStateException: boom", "\tat a.B.c(B.java:1)", "\t... 3 more"],
+    ["Traceback (most recent call last):", '  File "x.py", line 1, in <module>', "    f()", "ValueError: v"],
+    ["panic: oh no", "", "goroutine 1 [running]:", "main.main()", "\t/app/main.go:5 +0x27"],
+    ["\tat orphan.Frame(F.java:1)"],
+]
+
+
+@settings(max_examples=int(os.environ.get("KT_SPLIT_EXAMPLES", "40")), deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(_MESSAGES) - 1), st.sampled_from(["stdout", "stderr"])), max_size=12
+    ),
+    st.lists(st.integers(0, 10_000), max_size=5),
+    st.data(),
+)
+def test_whole_pipeline_is_the_same_under_any_split(
+    picks: list[tuple[int, str]], raw_cuts: list[int], data: st.DataObject
+) -> None:
+    lines = []
+    for i, (kind, stream) in enumerate(picks):
+        for text in _MESSAGES[kind]:
+            body = text.encode()
+            if len(body) > 6 and data.draw(st.booleans()):  # a partial line
+                cut = len(body) // 2
+                lines.append(f"2024-05-05T17:59:{i:02d}Z {stream} P ".encode() + body[:cut] + b"\n")
+                body = body[cut:]
+            lines.append(f"2024-05-05T17:59:{i:02d}Z {stream} F ".encode() + body + b"\n")
+    stream_bytes = b"".join(lines)
+    if not stream_bytes:
+        return
+    cuts = sorted({c % len(stream_bytes) for c in raw_cuts} - {0})
+    cols = ("event.id", "message", "error.stack_trace", "error.type", "log.level", "stream", "attributes")
+    whole = sorted(rows(split_feed(Parsing(), stream_bytes, []), *cols), key=lambda r: str(r[0]))
+    split = sorted(rows(split_feed(Parsing(), stream_bytes, cuts), *cols), key=lambda r: str(r[0]))
+    assert split == whole

@@ -2,7 +2,7 @@
 
 Each line is classified with three anchored RE2 masks over the whole batch:
 
-* ``strong`` lines always continue the previous event of the same stream: ``\\tat ...``,
+* ``strong`` lines (frames) continue a trace of the same stream: ``\\tat ...``,
   ``    at fn (file:1:2)``, ``Caused by: ...``, ``... 12 more``, ``  File "x.py", line 3``,
   ``\\tfrom /app/x.rb:5:in ...``, ``goroutine 7 [running]:``, ``\\t/src/main.go:12 +0x1d``, ...
 * ``start`` lines open a trace: ``Traceback (most recent call last):``, ``panic: ...``,
@@ -149,7 +149,10 @@ class Multiline:
         last_breaker = np.maximum.accumulate(np.where(breaker, idx, -1))
         prev_anchor = np.concatenate([[-1], last_anchor[:-1]])
         prev_breaker = np.concatenate([[-1], last_breaker[:-1]])
-        cont = (s_strong | (s_weak & (prev_anchor > prev_breaker) & (prev_anchor >= 0))) & ~new_stream
+        # a frame continues only a trace: the nearest earlier line that is not weak is a start, a
+        # frame or a held trace. So whether a line joins never depends on where a chunk was cut.
+        in_trace = (prev_anchor > prev_breaker) & (prev_anchor >= 0)
+        cont = (s_strong | s_weak) & in_trace & ~new_stream
         if self.start_pattern is not None:
             cont = s_strong & ~new_stream
         starts_group = ~cont
@@ -198,6 +201,10 @@ class Multiline:
                 offsets[ends].astype(np.int64) - 1,
             ).cast(pa.string())
             last_line = members.take(from_np(ends - 1))
+            alone = np.flatnonzero((sizes[need] == 1) & (first_rows[need] < len(held)))
+            if alone.size:  # a held event nothing continued: its last line is the one held
+                lasts = pa.array([held[int(first_rows[need[j]])][1].last for j in alone], pa.string())
+                last_line = pc.coalesce(scatter(lasts, alone, need.size), last_line)
         first_text = events.message.take(from_np(first_rows))
         if held:
             # a held event's message is already joined text: its first line is what was held
