@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Stands in for ``journalctl -o json --follow [--after-cursor C]``: this container has no systemd.
 
-Reads ``$KT_FAKE_JOURNAL`` (JSON lines with ``__CURSOR`` = ``s=fake;i=<hex n>``, written by the test's
-writer), prints every entry after the cursor (all of them without one), then follows the file. Exits on
-a broken pipe, like journalctl.
+Reads ``$KT_FAKE_JOURNAL`` (``journalctl -o json`` lines, each with a ``__CURSOR``; written by the test's
+writer or the simulator's live mode), prints every entry after the one whose cursor is C (all of them
+without a cursor), then follows the file. Exits on a broken pipe, like journalctl.
 """
 
+import glob
+import json
 import os
 import sys
 import time
@@ -13,14 +15,12 @@ import time
 
 def main() -> None:
     args = sys.argv[1:]
-    after = 0
-    if "--after-cursor" in args:
-        cursor = args[args.index("--after-cursor") + 1]
-        after = int(cursor.rsplit("i=", 1)[1], 16)
-    path = os.environ["KT_FAKE_JOURNAL"]
-    while not os.path.exists(path):
+    cursor = args[args.index("--after-cursor") + 1] if "--after-cursor" in args else None
+    pattern = os.environ["KT_FAKE_JOURNAL"]  # a path or a glob (the simulator's node name is not known)
+    while not glob.glob(pattern):
         time.sleep(0.05)
-    n = 0
+    path = sorted(glob.glob(pattern))[0]
+    emitting = cursor is None
     partial = b""
     out = sys.stdout.buffer
     with open(path, "rb") as fh:
@@ -30,14 +30,14 @@ def main() -> None:
                 out.flush()
                 time.sleep(0.05)
                 continue
-            data = partial + block
-            lines = data.split(b"\n")
+            lines = (partial + block).split(b"\n")
             partial = lines.pop()
             emit = []
             for line in lines:
-                n += 1
-                if n > after:
+                if emitting:
                     emit.append(line + b"\n")
+                elif json.loads(line).get("__CURSOR") == cursor:
+                    emitting = True
             if emit:
                 out.write(b"".join(emit))
 

@@ -22,7 +22,15 @@ from kubetrail.agent.discovery import live_name
 from kubetrail.agent.identity import identify_fd
 from kubetrail.agent.metrics import Metrics
 from kubetrail.agent.ratelimit import RateLimiter
-from kubetrail.agent.tailer import FileTail, Pending, Truncated, find_copy, open_file, tail_start_offset
+from kubetrail.agent.tailer import (
+    FileTail,
+    Pending,
+    Truncated,
+    find_copy,
+    is_compressed,
+    open_file,
+    tail_start_offset,
+)
 from kubetrail.chunk import Chunk, Origin
 
 __all__ = ["Emit", "Harvester", "MetadataLookup"]
@@ -267,7 +275,8 @@ class Harvester:
 
     def _copytruncated(self, key: tuple[int, int], tail: FileTail, now: float) -> None:
         self.metrics.rotations.labels(kind="copytruncate").inc()
-        found = find_copy(tail, lambda p: p in self.paths)
+        # any plain file beside it may be the copy (discovery may not have rescanned since it appeared)
+        found = find_copy(tail, lambda p: not is_compressed(p))
         del self.tails[key]
         if found is None:
             lost = max(0, tail.size - tail.read_offset)
