@@ -136,7 +136,7 @@ def hunt_cmd(
         lit = parquet.replace("'", "''")
         con.execute(
             f"CREATE VIEW logs AS SELECT * FROM read_parquet('{lit}', union_by_name = true) "
-            f'WHERE "@timestamp" >= make_timestamp_ns({since_ns})'
+            f"WHERE \"@timestamp\" >= (make_timestamp_ns({since_ns}) AT TIME ZONE 'UTC')"
         )
     else:
         from kubetrail.store import Store

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kubetrail.detect.alerts import Alert, AlertStore, LogSink, WebhookSink
+from kubetrail.detect.alerts import MAX_EVENT_IDS, Alert, AlertStore, LogSink, WebhookSink
 from kubetrail.detect.config import DetectConfig
 from kubetrail.detect.correlations import CorrelationAlert, CorrelationState, Hit
 from kubetrail.detect.engine import BatchMatches, Engine, new_connection
 from kubetrail.detect.rules import RuleSet, load_rules
 
-__all__ = ["Detector", "hits_for", "ns_to_iso"]
+__all__ = ["Detector", "correlation_alert", "detection_alert_rows", "hits_for", "ns_to_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,59 @@ def hits_for(
         con.unregister("b")
         n = len(corr.group_sql)
         out[corr.id] = [Hit(int(r[1]), r[0], r[2] or "", tuple(r[4 : 4 + n]), r[3]) for r in res]
+    return out
+
+
+def detection_alert_rows(
+    con: Any, batch: pa.RecordBatch | pa.Table, matches: BatchMatches, fields: list[str]
+) -> list[Alert]:
+    """Group the alerting matches of a batch per (rule, values of ``fields``) with one DuckDB query."""
+    alerting = [m for m in matches.matches if m.rule.alert]
+    if not alerting:
+        return []
+    rules = {m.rule.id: m.rule for m in alerting}
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    table = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    m = pa.table(
+        {
+            "rule": pa.array([x.rule.id for x in alerting for _ in range(len(x.rows))], pa.string()),
+            "row": pa.array(np.concatenate([x.rows for x in alerting]), pa.int64()),
+        }
+    )
+    fields = [f for f in fields if f in table.column_names]
+    cols = "".join(f", b.{_quote(f)} AS g{i}" for i, f in enumerate(fields))
+    sql = (
+        f"SELECT m.rule{cols}, min({_TS}) AS first, max({_TS}) AS last, count(*) AS n, "
+        f'list(b."event.id") AS ids FROM m JOIN b ON m.row = b.__row GROUP BY ALL'
+    )
+    con.register("m", m)
+    con.register("b", table)
+    try:
+        res = con.sql(sql).fetchall()
+    finally:
+        con.unregister("m")
+        con.unregister("b")
+    out = []
+    nf = len(fields)
+    for r in res:
+        rule = rules[r[0]]
+        key = {f: v for f, v in zip(fields, r[1 : 1 + nf], strict=True) if v is not None}
+        first, last, n, ids = r[1 + nf :]
+        out.append(
+            Alert(
+                rule.id,
+                rule.title,
+                rule.level,
+                rule.severity,
+                key,
+                [i for i in ids if i][:MAX_EVENT_IDS],
+                ns_to_iso(first),
+                ns_to_iso(last),
+                n,
+                rule.tags,
+                "detection",
+            )
+        )
     return out
 
 
@@ -142,53 +195,8 @@ class Detector:
 
     def detection_alerts(self, batch: pa.RecordBatch | pa.Table, matches: BatchMatches) -> list[Alert]:
         """One alert per (rule, group key) in the batch, with the matching event ids (one GROUP BY)."""
-        alerting = [m for m in matches.matches if m.rule.alert]
-        if not alerting:
-            return []
-        rules = {m.rule.id: m.rule for m in alerting}
-        table = self._table(batch)
-        m = pa.table(
-            {
-                "rule": pa.array([x.rule.id for x in alerting for _ in range(len(x.rows))], pa.string()),
-                "row": pa.array(np.concatenate([x.rows for x in alerting]), pa.int64()),
-            }
-        )
-        fields = list(self.config.group_by)
-        cols = ", ".join(f"b.{_quote(f)} AS g{i}" for i, f in enumerate(fields))
-        sql = (
-            f"SELECT m.rule, {cols}, min({_TS}) AS first, max({_TS}) AS last, count(*) AS n, "
-            f'list(b."event.id") AS ids FROM m JOIN b ON m.row = b.__row GROUP BY ALL'
-        )
         with self._lock:
-            self._con.register("m", m)
-            self._con.register("b", table)
-            try:
-                res = self._con.sql(sql).fetchall()
-            finally:
-                self._con.unregister("m")
-                self._con.unregister("b")
-        out = []
-        nf = len(fields)
-        for r in res:
-            rule = rules[r[0]]
-            key = {f: v for f, v in zip(fields, r[1 : 1 + nf], strict=True) if v is not None}
-            first, last, n, ids = r[1 + nf :]
-            out.append(
-                Alert(
-                    rule.id,
-                    rule.title,
-                    rule.level,
-                    rule.severity,
-                    key,
-                    [i for i in ids if i],
-                    ns_to_iso(first),
-                    ns_to_iso(last),
-                    n,
-                    rule.tags,
-                    "detection",
-                )
-            )
-        return out
+            return detection_alert_rows(self._con, batch, matches, list(self.config.group_by))
 
     def correlate(self, batch: pa.RecordBatch | pa.Table, matches: BatchMatches) -> list[Alert]:
         if not self.states or not matches.matches:

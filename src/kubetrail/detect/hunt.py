@@ -1,42 +1,60 @@
 """Retro-hunts: the same compiled rules over history — any DuckDB relation (the store's ``logs`` view,
-Parquet files) instead of one batch.
+Parquet files) instead of the live stream.
 
-Each rule runs as one filtered aggregate query over the relation (DuckDB reads only the columns the
-rule needs from Parquet), so progress is reported rule by rule. Detection matches are grouped into
-alerts exactly as in streaming (rule + group key); correlation rules get the hits of their referenced
-rules, sorted by time, through the same :class:`~kubetrail.detect.correlations.CorrelationState`.
+The relation is read once, as Arrow chunks of the columns the rules need, and every chunk goes
+through the same prepared :class:`~kubetrail.detect.engine.Engine` as streaming (shared lower()
+columns, regex prefilters, one planned query). Measured: one pass with the engine is several times
+faster than one SQL query per rule over Parquet, because the container-log regexes dominate and run
+once per row instead of once per rule. Matches are grouped into alerts exactly as in streaming
+(rule + group key, merged across chunks); correlation rules get the hits of their referenced rules
+through the same :class:`~kubetrail.detect.correlations.CorrelationState`. Chunks come in storage
+order (segments are written by time; a global sort of 10M rows would cost more than the hunt) and
+each chunk's hits are sorted, so windows are exact within a segment and approximate across
+out-of-order segments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from kubetrail.detect.alerts import Alert
-from kubetrail.detect.backend import SQL_MACROS
+from kubetrail.detect.alerts import MAX_EVENT_IDS, Alert
 from kubetrail.detect.config import DEFAULT_GROUP_BY
-from kubetrail.detect.correlations import CorrelationState, Hit
-from kubetrail.detect.detector import correlation_alert, ns_to_iso
-from kubetrail.detect.rules import CompiledRule, RuleSet
+from kubetrail.detect.correlations import CorrelationState
+from kubetrail.detect.detector import correlation_alert, detection_alert_rows, hits_for
+from kubetrail.detect.engine import Engine, new_connection, stage_sql
+from kubetrail.detect.rules import RuleSet
+from kubetrail.schema import SCHEMA
 
 __all__ = ["HuntResult", "hunt"]
 
 Progress = Callable[[int, int, str], None]
-_TS = 'coalesce(epoch_ns("@timestamp"), epoch_ns("event.ingested"), 0)'
 
 
 @dataclass
 class HuntResult:
     alerts: list[Alert] = field(default_factory=list)
     matched_events: int = 0
+    scanned_events: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error)
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _needed_columns(ruleset: RuleSet, group_by: Sequence[str]) -> list[str]:
+    text = "\n".join(
+        [r.sql for r in ruleset.rules]
+        + [s for c in ruleset.correlations for s in [*c.group_sql, c.value_sql or ""]]
+    )
+    stage = stage_sql(ruleset.rules)
+    wanted = set(stage.columns) | set(group_by) | {"event.id", "@timestamp", "event.ingested"}
+    wanted |= {c for c in SCHEMA.names if _q(c) in text}
+    return [c for c in SCHEMA.names if c in wanted]
 
 
 def hunt(
@@ -45,89 +63,63 @@ def hunt(
     ruleset: RuleSet,
     group_by: Sequence[str] = DEFAULT_GROUP_BY,
     progress: Progress | None = None,
-    max_ids_per_alert: int = 1000,
+    chunk_rows: int = 250_000,
 ) -> HuntResult:
     """Run every rule of ``ruleset`` over ``relation`` (a table/view name or a parenthesised query)."""
-    for macro in SQL_MACROS:
-        con.execute(macro)
     result = HuntResult()
-    needed = {rid for c in ruleset.correlations for rid in c.rule_ids}
-    total = len(ruleset.rules) + len(ruleset.correlations)
-    keys = ", ".join(f"{_q(f)} AS g{i}" for i, f in enumerate(group_by))
-    for done, rule in enumerate(ruleset.rules):
-        if progress:
-            progress(done, total, rule.title)
-        if not rule.alert and rule.id not in needed:
-            continue
-        try:
-            if rule.alert:
-                result.alerts += _detection(
-                    con, relation, rule, list(group_by), keys, max_ids_per_alert, result
-                )
-        except duckdb.Error as exc:
-            result.errors.append((rule.id, f"{type(exc).__name__}: {exc}"))
-    rules = ruleset.by_id()
-    for i, corr in enumerate(ruleset.correlations):
-        if progress:
-            progress(len(ruleset.rules) + i, total, corr.title)
-        state = CorrelationState(corr)
-        hits: list[Hit] = []
-        try:
-            for rid in corr.rule_ids:
-                rule = rules[rid]
-                cols = ", ".join(f"{sql} AS k{j}" for j, sql in enumerate(corr.group_sql))
-                sql = (
-                    f'SELECT {_TS} AS ts, "event.id" AS id, {corr.value_sql or "NULL"} AS v'
-                    + (f", {cols}" if cols else "")
-                    + f" FROM {relation} WHERE {rule.sql}"
-                )
-                n = len(corr.group_sql)
-                hits += [
-                    Hit(int(r[0]), rid, r[1] or "", tuple(r[3 : 3 + n]), r[2])
-                    for r in con.sql(sql).fetchall()
-                ]
-        except duckdb.Error as exc:
-            result.errors.append((corr.id, f"{type(exc).__name__}: {exc}"))
-            continue
-        result.alerts += [correlation_alert(c) for c in state.update(hits)]
+    engine = Engine(ruleset)
+    states = [CorrelationState(c) for c in ruleset.correlations]
+    scratch = new_connection(1)
+    counted = con.execute(f"SELECT count(*) FROM {relation}").fetchall()
+    total = int(counted[0][0]) if counted else 0
+    columns = ", ".join(_q(c) for c in _needed_columns(ruleset, group_by))
+    reader = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_reader(chunk_rows)
+    merged: dict[tuple[str, str], Alert] = {}
+    try:
+        for batch in reader:
+            if progress:
+                progress(result.scanned_events, total, f"{len(merged)} alerts")
+            table = pa.Table.from_batches([batch])
+            matches = engine.evaluate(table)
+            result.scanned_events += table.num_rows
+            result.matched_events += sum(len(m.rows) for m in matches.matches if m.rule.alert)
+            for alert in detection_alert_rows(scratch, table, matches, list(group_by)):
+                _merge(merged, alert)
+            if states and matches.matches:
+                hits = hits_for(scratch, _with_row(table), matches, states)
+                for state in states:
+                    for fired in state.update(hits.get(state.correlation.id, [])):
+                        _merge(merged, correlation_alert(fired))
+    except duckdb.Error as exc:
+        result.errors.append(("(hunt)", f"{type(exc).__name__}: {exc}"))
+    finally:
+        engine.close()
+        scratch.close()
+    result.errors += [(e.rule_id, e.error) for e in ruleset.errors if e.stage == "run"]
+    result.alerts = list(merged.values())
     if progress:
-        progress(total, total, "done")
+        progress(total, total, f"{len(merged)} alerts")
     return result
 
 
-def _detection(
-    con: duckdb.DuckDBPyConnection,
-    relation: str,
-    rule: CompiledRule,
-    fields: list[str],
-    keys: str,
-    max_ids: int,
-    result: HuntResult,
-) -> list[Alert]:
-    sql = (
-        f"SELECT {keys}, min({_TS}), max({_TS}), count(*), "
-        f'list("event.id" ORDER BY "@timestamp")[1:{max_ids}] FROM {relation} WHERE {rule.sql} GROUP BY ALL'
-    )
-    out = []
-    n = len(fields)
-    for row in con.sql(sql).fetchall():
-        key: dict[str, Any] = {f: v for f, v in zip(fields, row[:n], strict=True) if v is not None}
-        first, last, count, ids = row[n:]
-        result.matched_events += count
-        out.append(
-            Alert(
-                rule.id,
-                rule.title,
-                rule.level,
-                rule.severity,
-                key,
-                [i for i in ids if i],
-                ns_to_iso(first),
-                ns_to_iso(last),
-                count,
-                rule.tags,
-                "detection",
-                details={"hunt": True},
-            )
-        )
-    return out
+def _with_row(table: pa.Table) -> pa.Table:
+    import numpy as np
+
+    return table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def _merge(merged: dict[tuple[str, str], Alert], alert: Alert) -> None:
+    key = (alert.rule_id, alert.key_hash())
+    old = merged.get(key)
+    if old is None or alert.kind == "correlation":
+        if old is not None:  # each correlation firing is its own alert
+            key = (alert.rule_id, f"{alert.key_hash()}-{alert.first_seen}")
+        alert.details = {**alert.details, "hunt": True}
+        merged[key] = alert
+        return
+    old.count += alert.count
+    old.first_seen = min(old.first_seen, alert.first_seen)
+    old.last_seen = max(old.last_seen, alert.last_seen)
+    room = MAX_EVENT_IDS - len(old.event_ids)
+    if room > 0:
+        old.event_ids += alert.event_ids[:room]
