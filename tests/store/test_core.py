@@ -217,3 +217,16 @@ def test_segments_with_an_older_schema_stay_readable(store: Store) -> None:
     table = store.search(limit=1000).table
     assert table.num_rows == 150
     assert table.column("attributes").null_count >= 50
+
+
+def test_memory_limit_is_a_query_error(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s", StoreConfig(limits=QueryLimits(memory_limit="20MB")))
+    s.append(make_batch(20_000))
+    s.flush()
+    with pytest.raises(QueryError) as info:
+        s.sql(
+            "SELECT a.message, string_agg(b.message, ',') FROM logs a, logs b "
+            'WHERE a."kubernetes.namespace" = b."kubernetes.namespace" GROUP BY a.message'
+        )
+    assert "memory" in str(info.value).lower()
+    s.close()
