@@ -124,3 +124,13 @@ def test_fuzz_lossless_line_count(lines: list[str]) -> None:
         total += stack.count("\n") + 1 if stack is not None else 1
         assert message is not None
     assert total == len(lines)
+
+
+def test_oversized_trace_is_cut_flagged_and_not_held() -> None:
+    lines = ["java.lang.Error: x"] + ["\tat a.B.c(B.java:1)"] * 20
+    joiner = Multiline(max_chars=100)
+    out = joiner.feed(origin(), pieces(lines), 0.0)
+    assert joiner.pending() == 0
+    (stack,) = out.extra["error.stack_trace"].to_pylist()
+    assert len(stack) == 100 and stack.startswith("java.lang.Error: x\n\tat")
+    assert out.bits.tolist() != [0]

@@ -220,7 +220,9 @@ class Parsing:
     def _joiner(self, patterns: tuple[str, ...] | None) -> Multiline:
         key = patterns if patterns is not None else tuple(self.config.multiline.start_patterns)
         if key not in self._multiline:
-            self._multiline[key] = Multiline(key, self.config.multiline.max_lines)
+            self._multiline[key] = Multiline(
+                key, self.config.multiline.max_lines, self.config.max_message_bytes
+            )
         return self._multiline[key]
 
     # --- the stage -------------------------------------------------------------------------------

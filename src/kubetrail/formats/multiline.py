@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubetrail.chunk import Origin
-from kubetrail.formats.kernels import from_np, scatter, slice_ranges, to_np
+from kubetrail.formats.kernels import Flags, from_np, scatter, slice_ranges, to_np
 from kubetrail.formats.partials import Pieces
 
 __all__ = ["STACK_START", "STACK_STRONG", "STACK_WEAK", "Multiline"]
@@ -80,11 +80,14 @@ def _mask(messages: pa.Array, pattern: str) -> npt.NDArray[np.bool_]:
 class Multiline:
     """Per-stream stack-trace joiner; state survives across chunks of the same stream."""
 
-    def __init__(self, start_patterns: Sequence[str] = (), max_lines: int = 1000) -> None:
+    def __init__(
+        self, start_patterns: Sequence[str] = (), max_lines: int = 1000, max_chars: int = 1 << 20
+    ) -> None:
         for pattern in start_patterns:
             re.compile(pattern)
         self.start_pattern = "|".join(f"(?:{p})" for p in start_patterns) if start_patterns else None
         self.max_lines = max_lines
+        self.max_chars = max_chars  # a joined event is cut there (flagged truncated) and not held
         self._held: dict[tuple[str, int], _Held] = {}
 
     def pending(self) -> int:
@@ -213,6 +216,11 @@ class Multiline:
                 firsts = pa.array([held[int(r)][1].first for r in first_rows[held_groups]], pa.string())
                 first_text = pc.coalesce(scatter(firsts, held_groups, n_groups), first_text)
         bits = np.bitwise_or.reduceat(events.bits[order], group_first).astype(np.uint16)
+        if need.size and pc.max(pc.utf8_length(joined)).as_py() > self.max_chars:
+            over = to_np(pc.greater(pc.utf8_length(joined), self.max_chars), False)
+            joined = pc.if_else(from_np(over), pc.utf8_slice_codeunits(joined, 0, self.max_chars), joined)
+            bits[need[over]] |= np.uint16(Flags.bit("truncated"))
+            hold[need[over]] = False  # bounded state: an oversized trace is emitted now
         multi_of_need = multi[need]
         stack_need = pc.if_else(from_np(multi_of_need), joined, pa.nulls(need.size, pa.string()))
         type_need = self._error_type(first_text.take(from_np(need)), last_line, from_np(multi_of_need))
