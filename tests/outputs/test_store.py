@@ -19,3 +19,11 @@ def test_store_output_appends_and_shares_the_store(tmp_path: Path) -> None:
     assert store.stats()["hot_rows"] == 100
     assert out.encode(batch)  # type: ignore[attr-defined]
     store.close()
+
+
+def test_store_section_is_known_to_the_config_loader() -> None:
+    from kubetrail.config import validate_config
+
+    cfg, _ = validate_config({"store": {"flush_max_rows": 10, "retention": {"default_max_age_days": 7}}})
+    assert cfg.section("store").flush_max_rows == 10
+    assert cfg.section("store").retention.default_max_age_days == 7

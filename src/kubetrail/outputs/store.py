@@ -14,6 +14,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from kubetrail.components import ComponentConfig, Output, outputs
+from kubetrail.store.config import StoreConfig  # registers the `store:` section of kubetrail.yaml
 
 if TYPE_CHECKING:
     from kubetrail.store import Store
@@ -33,7 +34,6 @@ class StoreOutput(Output[StoreOutputConfig]):
     Config = StoreOutputConfig
 
     def _store(self) -> Store:
-        from kubetrail.store import StoreConfig
         from kubetrail.store.core import open_shared
 
         return open_shared(self.config.path, StoreConfig(flush_max_age_secs=self.config.flush_max_age_secs))
