@@ -1,26 +1,52 @@
-"""``kubetrail demo`` runs its steps in order and prints the layers and the ground truth."""
+"""``kubetrail demo`` runs its steps in order: layers, ground truth, then the pipeline and its verdicts."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from kubetrail.cli import app
 from kubetrail.demo import STEPS
 
 
-def test_demo_runs(tmp_path: Path) -> None:
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """simulate -> agents -> server -> store -> hunt -> detections, with the printed verdicts."""
     result = CliRunner().invoke(app, ["demo", "--root", str(tmp_path), "--minutes", "1"], terminal_width=160)
-    assert result.exit_code == 0, result.output
+    out = result.output
+    assert result.exit_code == 0, out
     for layer in ("container", "node", "controlplane", "audit"):
-        assert layer in result.output
+        assert layer in out
     truth = [json.loads(line) for line in (tmp_path / "cluster/truth.jsonl").read_text().splitlines()]
     assert len(truth) == 14
     for attack in truth:
-        assert attack["name"] in result.output
-    assert [title for title, _ in STEPS][:2] == ["simulate a cluster", "attack ground truth"]
+        assert attack["name"] in out
+    titles = [title for title, _ in STEPS]
+    assert titles[:2] == ["simulate a cluster", "attack ground truth"]
+    assert "detections vs the ground truth" in titles
+    seq = re.search(r"sequence ids: written=([\d,]+) stored=([\d,]+) lost=(\d+) duplicated=(\d+)", out)
+    assert seq, out[-3000:]
+    assert seq.group(1) == seq.group(2) and int(seq.group(1).replace(",", "")) > 5000
+    assert (seq.group(3), seq.group(4)) == ("0", "0")
+    verdict = re.search(
+        r"attacks detected: (\d+)/(\d+); alerts: (\d+); alerts on background noise: (\d+)(.*)", out
+    )
+    assert verdict, out[-3000:]
+    assert verdict.group(1) == verdict.group(2) == "14"
+    assert "pack:" not in verdict.group(5), verdict.group(0)  # the project's pack never fires on noise
+    assert "NOT DETECTED" not in out
+    for hunt in ("exec / attach into pods", "401/403 by source"):
+        assert hunt in out
+    assert "203.0.113.99" in out  # the 401/403 burst's source, found by the hunt
+    assert "server exited with 0" in out
+    assert sorted(p.stem for p in tmp_path.glob("agents/*.yaml")) == sorted(
+        p.name for p in (tmp_path / "cluster").iterdir() if p.is_dir()
+    )  # one agent per simulated node
 
 
 def test_simulate_command_prints_tables(tmp_path: Path) -> None:

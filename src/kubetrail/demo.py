@@ -8,6 +8,7 @@ Each step reads what earlier steps left in ``ctx`` and adds its own results.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,12 +65,39 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
+def _pipeline_steps() -> list[tuple[str, Step]]:
+    """agent -> server -> store -> hunt -> detections (``kubetrail.demo_steps``), when installed."""
+    try:
+        from kubetrail.demo_steps import PIPELINE_STEPS
+    except ImportError as exc:
+        print(f"demo: pipeline steps unavailable ({exc}); simulating only")
+        return []
+    return list(PIPELINE_STEPS)
+
+
+STEPS += _pipeline_steps()
+
+
 def run_demo(ctx: DemoContext, steps: list[tuple[str, Step]] | None = None) -> DemoContext:
-    for number, (title, step) in enumerate(steps or STEPS, start=1):
-        ctx.console.rule(f"[bold]{number}. {title}")
-        started = time.perf_counter()
-        step(ctx)
-        ctx.console.print(f"[dim]{title}: {time.perf_counter() - started:.1f} s[/dim]")
+    """Run the steps in order; a step that fails is reported and the steps after it are skipped."""
+    total = time.perf_counter()
+    try:
+        for number, (title, step) in enumerate(steps or STEPS, start=1):
+            ctx.console.rule(f"[bold]{number}. {title}")
+            started = time.perf_counter()
+            try:
+                step(ctx)
+            except Exception as exc:  # every part reports its own failure; the demo says where it stopped
+                ctx.console.print(f"[red]step {number} ({title}) failed: {type(exc).__name__}: {exc}[/red]")
+                ctx.results["failed"] = f"{number}. {title}"
+                break
+            ctx.results.setdefault("timings", {})[title] = time.perf_counter() - started
+            ctx.console.print(f"[dim]{title}: {time.perf_counter() - started:.1f} s[/dim]")
+    finally:
+        stop = getattr(sys.modules.get("kubetrail.demo_steps"), "stop_all", None)
+        if stop is not None:
+            stop(ctx)  # no server or agent outlives the demo
+    ctx.console.print(f"[dim]demo: {time.perf_counter() - total:.1f} s[/dim]")
     return ctx
 
 
@@ -84,4 +112,6 @@ def register(app: typer.Typer) -> None:
         """Run the end-to-end demo on a simulated cluster."""
         root.mkdir(parents=True, exist_ok=True)
         options = SimulationOptions(nodes=nodes, hours=minutes / 60, seed=seed)
-        run_demo(DemoContext(root=root, console=Console(), options=options))
+        ctx = run_demo(DemoContext(root=root, console=Console(), options=options))
+        if "failed" in ctx.results:
+            raise typer.Exit(1)
