@@ -12,12 +12,10 @@ the server's timer) turns the tail into one segment per hour when it is large or
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,48 +30,13 @@ from kubetrail.store.catalog import Catalog, SegmentInfo
 from kubetrail.store.config import StoreConfig
 from kubetrail.store.dedup import SeenSets, first_occurrences, ids_hashes
 from kubetrail.store.engine import QueryRun, ScanSet, prune_segments, sql_literal
+from kubetrail.store.readonly import query_api, validate_read_only
 from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, write_segment
 from kubetrail.store.tail import Tail
+from kubetrail.store.times import to_ns
 from kubetrail.store.tokens import BloomFilter, needle_hashes
 
 __all__ = ["CompiledLike", "SearchResult", "Store", "open_shared", "to_ns"]
-
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_NS = {
-    "ms": 10**6,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-    "d": 86400 * 10**9,
-    "w": 604800 * 10**9,
-}
-
-
-def to_ns(value: datetime | int | float | str | None, now_ns: int | None = None) -> int | None:
-    """A time bound as ns since the epoch: datetime, ns int, ``24h``/``15m`` ago, or ISO 8601."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise QueryError(f"time {value.isoformat()} has no timezone")
-        return round(value.timestamp() * 1_000_000) * 1000
-    if isinstance(value, int | float):
-        return int(value)
-    match = _RELATIVE.match(value)
-    if match:
-        now = time.time_ns() if now_ns is None else now_ns
-        return now - int(float(match.group(1)) * _UNIT_NS[match.group(2)])
-    if value.strip().lower() == "now":
-        return time.time_ns() if now_ns is None else now_ns
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise QueryError(f"cannot read time {value!r} (use 24h, 15m, 7d or ISO 8601)") from None
-    if parsed.tzinfo is None:
-        from datetime import UTC
-
-        parsed = parsed.replace(tzinfo=UTC)
-    return to_ns(parsed)
 
 
 class CompiledLike(Protocol):
@@ -322,7 +285,7 @@ class Store:
             return f'SELECT * FROM logs{cond} ORDER BY "@timestamp" DESC', [], []
         compiled: CompiledLike
         if isinstance(query, str):
-            compile_query = _query_api("compile_query")
+            compile_query = query_api("compile_query")
             if compile_query is None:
                 raise QueryError("the query language is not installed; use where= or sql()")
             compiled = compile_query(query)
@@ -378,7 +341,7 @@ class Store:
 
     @staticmethod
     def compile_text(text: str) -> CompiledLike:
-        compile_query = _query_api("compile_query")
+        compile_query = query_api("compile_query")
         if compile_query is None:
             raise QueryError("the query language is not installed; use where= or sql()")
         compiled: CompiledLike = compile_query(text)
@@ -512,50 +475,6 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_FORBIDDEN = re.compile(
-    r"\b(INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|ATTACH|DETACH|COPY|EXPORT|IMPORT|INSTALL|LOAD|PRAGMA|SET|"
-    r"CALL|CHECKPOINT|VACUUM|GRANT|REVOKE|TRUNCATE|USE|RESET)\b|read_|write_|glob\s*\(|getenv|"
-    r"\bsql_auto_complete\b|duckdb_secrets|\bquery_table\b|\bquery\s*\(",
-    re.IGNORECASE,
-)
-
-
-def _query_api(name: str) -> Any:
-    """A function of the query language package, or None when it is absent."""
-    import importlib
-
-    for module in ("kubetrail.query", "kubetrail.query.validate"):
-        try:
-            found = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    return None
-
-
-def validate_read_only(text: str) -> None:
-    """One SELECT/WITH statement over ``logs``; no file, network, settings or DDL access."""
-    validate_sql = _query_api("validate_sql")
-    if validate_sql is not None:
-        validate_sql(text)
-    stripped = re.sub(r"'(?:[^']|'')*'", "''", text)  # string literals cannot hide keywords
-    body = stripped.strip().rstrip(";")
-    if ";" in body:
-        raise QueryError("only one statement is allowed", query=text, position=stripped.index(";"))
-    if not re.match(r"^\s*(SELECT|WITH|FROM)\b", body, re.IGNORECASE):
-        raise QueryError("only SELECT queries are allowed", query=text, position=0)
-    bad = _FORBIDDEN.search(body)
-    if bad:
-        raise QueryError(
-            f"{bad.group(0).strip()!r} is not allowed in read-only SQL", query=text, position=bad.start()
-        )
-
-
-def literal(value: str) -> str:
-    return sql_literal(value)
 
 
 _SHARED: dict[Path, Store] = {}
