@@ -131,30 +131,54 @@ class Engine:
         self._con = new_connection(threads)
         self._lock = threading.Lock()
         self._prepared: list[CompiledRule] | None = None
-        self._stage = Stage([], [], {}, {})
+        self._stages: dict[str, Stage] = {}  # dataset -> its staging table
 
     @property
     def rules(self) -> list[CompiledRule]:
         return self.ruleset.rules
 
-    def _query(self, rules: Sequence[CompiledRule], source: str = "stage") -> str:
-        sql = [self._stage.sql.get(r.id, r.sql) for r in rules]
+    @staticmethod
+    def _table_name(dataset: str) -> str:
+        return "stage_" + re.sub(r"[^a-z0-9_]", "_", dataset.lower())
+
+    def _sql_of(self, rule: CompiledRule) -> str:
+        stage = self._stages.get(rule.dataset or "")
+        return stage.sql.get(rule.id, rule.sql) if stage else rule.sql
+
+    def _query(self, rules: Sequence[CompiledRule]) -> str:
+        """One query over the per-dataset staging tables: each rule reads only its dataset's rows."""
         if self.mode == "project":
-            cols = ", ".join(f"coalesce(({s}), false) AS r{i}" for i, s in enumerate(sql))
-            return f"SELECT __row, {cols} FROM {source}"
+            parts = []
+            for dataset in sorted(self._stages):
+                cols = ", ".join(
+                    f"coalesce(({self._sql_of(r)}), false) AS r{i}"
+                    if r.dataset == dataset
+                    else f"false AS r{i}"
+                    for i, r in enumerate(rules)
+                )
+                parts.append(f"SELECT __row, {cols} FROM {self._table_name(dataset)}")
+            return " UNION ALL ".join(parts)
         return " UNION ALL ".join(
-            f"SELECT {i}::INTEGER AS rule, __row FROM {source} WHERE {s}" for i, s in enumerate(sql)
+            f"SELECT {i}::INTEGER AS rule, __row FROM {self._table_name(r.dataset or '')} "
+            f"WHERE {self._sql_of(r)}"
+            for i, r in enumerate(rules)
         )
 
     def _prepare(self) -> None:
-        """(Re)build the staging table and plan the combined query once."""
+        """(Re)build one staging table per dataset the rules read, and plan the combined query once.
+
+        Staging by dataset means an audit rule never scans container rows (and the reverse), and each
+        table holds only the columns its dataset's rules read.
+        """
         rules = list(self.rules)
-        self._stage = stage = stage_sql(rules)
-        defs = [f"{_quote(c)} {_duck_type(c)}" for c in stage.columns]
-        defs += [f"{_quote('__lower.' + c)} VARCHAR" for c in stage.lowered]
-        defs += [f"{_quote('__any.' + c)} BOOLEAN" for c in stage.prefilters]
-        defs.append("__row BIGINT")
-        self._con.execute(f"CREATE OR REPLACE TEMP TABLE stage ({', '.join(defs)})")
+        datasets = sorted({r.dataset or "" for r in rules})
+        self._stages = {d: stage_sql([r for r in rules if (r.dataset or "") == d]) for d in datasets}
+        for dataset, stage in self._stages.items():
+            defs = [f"{_quote(c)} {_duck_type(c)}" for c in stage.columns]
+            defs += [f"{_quote('__lower.' + c)} VARCHAR" for c in stage.lowered]
+            defs += [f"{_quote('__any.' + c)} BOOLEAN" for c in stage.prefilters]
+            defs.append("__row BIGINT")
+            self._con.execute(f"CREATE OR REPLACE TEMP TABLE {self._table_name(dataset)} ({', '.join(defs)})")
         if self._prepared:
             self._con.execute("DEALLOCATE PREPARE detect")
         self._prepared = rules
@@ -162,28 +186,35 @@ class Engine:
             self._con.execute(f"PREPARE detect AS {self._query(rules)}")
 
     def _load(self, table: pa.Table) -> None:
-        """Copy a batch into the staging table, with the shared lower() columns and prefilters.
+        """Copy a batch into the staging tables, with the shared lower() columns and prefilters.
 
         Those are computed with Arrow kernels (utf8_lower, RE2 match): measured 2-4x faster than the
         same functions inside DuckDB on container messages.
         """
-        stage = self._stage
-        arrays = [table.column(c) for c in stage.columns]
-        lowered = {c: pc.utf8_lower(table.column(c)) for c in stage.lowered}
-        arrays += [lowered[c] for c in stage.lowered]
-        for column, pattern in stage.prefilters.items():
-            text = lowered.get(column)
-            if text is None:
-                text = pc.utf8_lower(table.column(column))
-            arrays.append(pc.fill_null(pc.match_substring_regex(text, pattern.replace("''", "'")), False))
-        arrays.append(table.column("__row"))
-        names = [f"c{i}" for i in range(len(arrays))]
-        self._con.register("__batch", pa.table(arrays, names=names))
-        try:
-            self._con.execute("DELETE FROM stage")
-            self._con.execute("INSERT INTO stage SELECT * FROM __batch")
-        finally:
-            self._con.unregister("__batch")
+        datasets = table.column("event.dataset") if "event.dataset" in table.column_names else None
+        for dataset, stage in self._stages.items():
+            if datasets is None:
+                part = table.slice(0, 0)
+            else:
+                part = table.filter(pc.fill_null(pc.equal(datasets, dataset), False))
+            arrays = [part.column(c) for c in stage.columns]
+            lowered = {c: pc.utf8_lower(part.column(c)) for c in stage.lowered}
+            arrays += [lowered[c] for c in stage.lowered]
+            for column, pattern in stage.prefilters.items():
+                text = lowered.get(column)
+                if text is None:
+                    text = pc.utf8_lower(part.column(column))
+                arrays.append(pc.fill_null(pc.match_substring_regex(text, pattern.replace("''", "'")), False))
+            arrays.append(part.column("__row"))
+            name = self._table_name(dataset)
+            self._con.execute(f"DELETE FROM {name}")
+            if part.num_rows == 0:
+                continue
+            self._con.register("__batch", pa.table(arrays, names=[f"c{i}" for i in range(len(arrays))]))
+            try:
+                self._con.execute(f"INSERT INTO {name} SELECT * FROM __batch")
+            finally:
+                self._con.unregister("__batch")
 
     def _split(self, result: pa.Table, count: int) -> list[np.ndarray]:
         if self.mode == "project":
