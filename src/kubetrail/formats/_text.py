@@ -24,6 +24,8 @@ def extract_head(text: pa.StringArray, head_pattern: str) -> tuple[pa.StructArra
         pc.fill_null(pc.binary_length(pc.struct_field(parts, "m")), 0).to_numpy(zero_copy_only=False),
         dtype=np.int64,
     )
+    if text.type != pa.string():
+        text = text.cast(pa.string())
     text = text if text.null_count == 0 else pc.fill_null(text, "")
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + len(text) + 1]
     data = text.buffers()[2]
