@@ -350,3 +350,31 @@ def test_permission_denied_is_reported_once_and_other_files_still_ship(tmp_path:
     assert result["sent"] == [str(ok)]
     assert result["errors"] == {"PermissionError": 2.0}  # counted every look, logged once
     assert done.stderr.decode().count("Permission denied") <= 1
+
+
+def test_rotated_file_compressed_while_down_is_finished_from_the_gz(tmp_path: Path) -> None:
+    import gzip
+
+    rig = Rig(tmp_path)
+    log = rig.logs / "0.log"
+    write(log, 0, 100)
+    rig.cycle()
+    write(log, 100, 50)  # never read before the agent died
+    rig.restart()
+    rotated = rig.logs / "0.log.20260101-000000"
+    log.rename(rotated)
+    write(log, 150, 10)
+    with rotated.open("rb") as src, gzip.open(str(rotated) + ".gz", "wb") as dst:
+        dst.write(src.read())
+    rotated.unlink()
+    rig.cycle()
+    assert numbers(rig.lines()) == list(range(100, 160))
+    first_stream = {
+        c.origin.file.key()
+        for c, _, _ in rig.sent
+        if c.data.startswith(b"2026-01-01T00:00:00Z stdout F line 100\n")
+    }
+    assert len(first_stream) == 1  # same identity as before the compression: event ids unchanged
+    assert rig.metrics.rotations.labels(kind="compressed-before-drained")._value.get() == 1
+    rig.cycle()
+    assert numbers(rig.lines()) == list(range(100, 160))  # finished once, not re-read

@@ -146,7 +146,7 @@ class Agent:
                 await asyncio.sleep(0)  # let acknowledgements and the network run
                 continue
             if now - last_sync >= cfg.poll_interval_secs:
-                self.harvester.sync(self.harvester.paths)  # files that had no whole first line yet
+                self.harvester.sync(self.harvester.paths, rescan=False)  # files without a first line yet
                 last_sync = now
             self.wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):

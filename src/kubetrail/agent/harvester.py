@@ -24,14 +24,17 @@ from kubetrail.agent.metrics import Metrics
 from kubetrail.agent.ratelimit import RateLimiter
 from kubetrail.agent.tailer import (
     FileTail,
+    GzipTail,
     Pending,
     Truncated,
     find_copy,
+    gzip_fingerprint,
+    gzip_size,
     is_compressed,
     open_file,
     tail_start_offset,
 )
-from kubetrail.chunk import Chunk, Origin
+from kubetrail.chunk import Chunk, FileIdentity, Origin
 
 __all__ = ["Emit", "Harvester", "MetadataLookup"]
 
@@ -74,16 +77,18 @@ class Harvester:
         self.finished: dict[tuple[int, int], int] = {}  # drained rotated files: (dev, ino) -> size
         self.retired: list[FileTail] = []  # closed streams whose last chunks await acknowledgement
         self._unsaved: dict[str, Checkpoint] = {}
+        self._gz_fingerprints: dict[tuple[int, int], str | None] = {}
         self.warned: set[tuple[str, str]] = set()
         self.ratelimit = RateLimiter(cfg.rate_limit.lines_per_sec, cfg.rate_limit.burst_lines)
         self._started = time.time()
         self._last_gc = 0.0
 
     # ------------------------------------------------------------------ discovery
-    def sync(self, paths: dict[str, str]) -> None:
+    def sync(self, paths: dict[str, str], rescan: bool = True) -> None:
         """Adopt the discovered paths: open new files, notice vanished ones."""
         self.paths = paths
         now = time.time()
+        present: set[tuple[int, int]] = set()
         for path, source in paths.items():
             try:
                 st = os.stat(path)
@@ -91,6 +96,7 @@ class Harvester:
                 self._warn_once(path, "stat", exc)
                 continue
             key = (st.st_dev, st.st_ino)
+            present.add(key)
             tail = self.tails.get(key)
             if tail is not None:
                 if tail.path != path and not tail.closed:
@@ -105,6 +111,64 @@ class Harvester:
             if self.finished.get(key) == st.st_size:
                 continue
             self._open(path, source, now)
+        if rescan:
+            self._adopt_compressed(present)
+
+    def _adopt_compressed(self, present: set[tuple[int, int]]) -> None:
+        """Finish streams whose rotated file was gzip'd before it was drained (e.g. while we were down).
+
+        A checkpointed stream whose file is nowhere on disk any more is looked for among the ``.gz``
+        files of its directory by fingerprint (of the decompressed first line); if the compressed size
+        says bytes are left after the checkpoint, the stream continues from the ``.gz``."""
+        active = {t.key for t in self.tails.values()}
+        for cp in list(self.checkpoints.values()):
+            if cp.key in active or (cp.dev, cp.inode) in present:
+                continue
+            directory = os.path.dirname(cp.path)
+            try:
+                names = [n for n in os.listdir(directory) if n.endswith(".gz")]
+            except OSError:
+                continue
+            for name in names:
+                gz = os.path.join(directory, name)
+                try:
+                    st = os.stat(gz)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in self.tails or key in self.finished:
+                    continue
+                if key not in self._gz_fingerprints:
+                    self._gz_fingerprints[key] = gzip_fingerprint(gz)
+                size = gzip_size(gz)
+                if self._gz_fingerprints[key] != cp.fingerprint or size is None:
+                    continue
+                if size == cp.offset % 2**32:
+                    self.finished[key] = st.st_size  # fully shipped before it was compressed
+                    continue
+                self._open_gz(cp, gz, st)
+                break
+
+    def _open_gz(self, cp: Checkpoint, gz: str, st: os.stat_result) -> None:
+        ident = FileIdentity(cp.dev, cp.inode, cp.fingerprint)
+        source = self.paths.get(live_name(cp.path), "container" if "/pods/" in cp.path else "file")
+        self.tails[(st.st_dev, st.st_ino)] = GzipTail(
+            path=gz,
+            fd=-1,
+            identity=ident,
+            source=source,
+            read_offset=cp.offset,
+            acked_offset=cp.offset,
+            dev=st.st_dev,
+            inode=st.st_ino,
+            size=cp.offset,
+            rotated_at=time.monotonic(),
+        )
+        self.metrics.rotations.labels(kind="compressed-before-drained").inc()
+        log.warning(
+            "rotated file was compressed before it was drained: finishing it from the .gz",
+            extra={"path": gz, "offset": cp.offset},
+        )
 
     def _warn_once(self, path: str, what: str, exc: BaseException) -> None:
         reason = type(exc).__name__
