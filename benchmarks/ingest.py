@@ -10,6 +10,9 @@ after the ack and have their own benchmarks. Clients run in separate processes:
 - forward_gzip: CompressedPackedForward;
 - audit_webhook, otlp (protobuf), elasticsearch_bulk, syslog (TCP, octet counting).
 
+``pipeline_agent_to_store`` then runs agent requests through the whole pipeline (WAL, the formats'
+``Parsing``, the store with dedup) to show what sustained throughput parsing allows.
+
 Usage: ``python benchmarks/ingest.py [--quick]`` prints one JSON object.
 """
 
@@ -181,6 +184,7 @@ class Harness:
         self.ctx = ReceiverContext(self.pipeline, metrics, limits)
         self.receivers: dict[str, Any] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.closed = False
 
     async def add(self, name: str, options: dict[str, Any]) -> tuple[str, int]:
         from kubetrail.components import receivers
@@ -192,6 +196,9 @@ class Harness:
         return receiver.address  # type: ignore[attr-defined,no-any-return]
 
     async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         for receiver in self.receivers.values():
             await receiver.stop()
         await asyncio.wait(self.tasks, timeout=10)
@@ -220,6 +227,49 @@ async def measure(
         "mb_per_s": round(raw_bytes / seconds / 1e6, 1),
         "wal_mb_per_s": round((wal.bytes_written - wal_before) / seconds / 1e6, 1),
         "fsyncs": wal.fsyncs - fsync_before,
+    }
+
+
+async def pipeline_throughput(workdir: Path, requests: int, lines: int) -> dict[str, float]:
+    """Agent requests through the whole pipeline (WAL, Parsing, store with dedup, flush): events/s."""
+    from kubetrail.chunk import Chunk, FileIdentity, Origin
+    from kubetrail.formats.dispatch import Parsing
+    from kubetrail.receivers.agent_protocol import decode_request, encode_request
+    from kubetrail.server.pipeline import Pipeline
+    from kubetrail.server.wal import WriteAheadLog
+    from kubetrail.store import Store
+
+    data = "".join(LINE.replace("{i}", str(i)) for i in range(lines)).encode()
+    bodies = []
+    for r in range(requests):  # distinct origins: distinct event ids (the store would drop repeats)
+        origin = Origin(
+            node=f"n{r % 8}",
+            source="container",
+            path=f"/var/log/pods/shop_web-{r % 8}_uid{r % 8}/app/0.log",
+            file=FileIdentity(1, r % 8, "f"),
+            offset=(r // 8) * len(data),
+        )
+        body, _ = encode_request("n", [Chunk(origin, data)], "zstd")
+        bodies.append((body, decode_request(body, "zstd")))
+    wal = WriteAheadLog(workdir / "pwal")
+    wal.open()
+    store = Store(workdir / "pstore")
+    pipeline = Pipeline(wal, Parsing(), store, flush_interval_secs=3600, max_batch_bytes=8 << 20)
+    pipeline.start()
+    started = time.monotonic()
+    await asyncio.gather(*(pipeline.submit("agent", "agent+zstd", b, d) for b, d in bodies))
+    await pipeline.stop()  # drains, flushes parsers and the store, checkpoints
+    seconds = time.monotonic() - started
+    stored = store.sql("SELECT count(*) AS n FROM logs").column("n")[0].as_py()
+    store.close()
+    await wal.close()
+    events = requests * lines
+    return {
+        "events": events,
+        "stored_rows": stored,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds),
+        "mb_per_s": round(events * len(data) / lines / seconds / 1e6, 1),
     }
 
 
@@ -294,6 +344,8 @@ async def run(quick: bool) -> dict[str, Any]:
         results["syslog_tcp"]["events_per_s"] = round(expected / total)
         results["syslog_tcp"]["mb_per_s"] = round(2 * n * raw / total / 1e6, 1)
         results["syslog_tcp"]["wal_records"] = harness.wal.next_seq - before
+        await harness.close()
+        results_pipeline = await pipeline_throughput(workdir, 16 * scale, 5000)
     finally:
         await harness.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -304,6 +356,8 @@ async def run(quick: bool) -> dict[str, Any]:
         "receivers": results,
         "agent_events_per_s": results["agent"]["events_per_s"],
         "forward_packed_events_per_s": results["forward_packed"]["events_per_s"],
+        "pipeline_agent_to_store": results_pipeline,
+        "pipeline_events_per_s": results_pipeline["events_per_s"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
