@@ -193,10 +193,11 @@ class Engine:
         """
         datasets = table.column("event.dataset") if "event.dataset" in table.column_names else None
         for dataset, stage in self._stages.items():
+            needed = table.select([*stage.columns, "__row"])  # filter only the columns this stage reads
             if datasets is None:
-                part = table.slice(0, 0)
+                part = needed.slice(0, 0)
             else:
-                part = table.filter(pc.fill_null(pc.equal(datasets, dataset), False))
+                part = needed.filter(pc.fill_null(pc.equal(datasets, dataset), False))
             arrays = [part.column(c) for c in stage.columns]
             lowered = {c: pc.utf8_lower(part.column(c)) for c in stage.lowered}
             arrays += [lowered[c] for c in stage.lowered]
