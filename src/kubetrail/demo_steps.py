@@ -17,6 +17,7 @@ depend on it.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -184,6 +185,11 @@ def step_server(ctx: DemoContext) -> None:
     except ImportError as exc:
         raise DemoStepError(f"the server is not installed ({exc})") from None
     root = ctx.root.resolve()
+    # an earlier demo's store, checkpoints and alerts would skew the counts
+    for owned in (root / "server", root / "agents"):
+        shutil.rmtree(owned, ignore_errors=True)
+    for alerts_file in root.glob("alerts.sqlite*"):
+        alerts_file.unlink()
     api_port, agent_port = free_port(), free_port()
     agent_token, hunter_token, tokens = _tokens(root)
     config, rules = server_config(root, api_port, agent_port, tokens)

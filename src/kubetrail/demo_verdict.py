@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -108,36 +109,42 @@ def step_detections(ctx: DemoContext) -> None:
         ctx.console.print(f"[bold]{result.id} {result.name}[/bold] ({attack.get('technique', '')}): {mark}")
         for title in result.rules:
             ctx.console.print(f"    - {title}")
-    noise_by_origin: dict[str, int] = {}
+    noise_by_origin: dict[str, int] = {"pack": 0}
     for n in score.noise_alerts:
-        n["origin"] = origin.get(n["rule_id"], "?")
+        n["origin"], n["falsepositives"] = origin.get(n["rule_id"], ("?", []))
         noise_by_origin[n["origin"]] = noise_by_origin.get(n["origin"], 0) + 1
     if score.noise_alerts:
         ctx.console.print(
-            "[bold]alerts on background noise[/bold] (events no attack of truth.jsonl explains):"
+            "[bold]alerts on background noise[/bold] (events no attack in truth.jsonl explains):"
         )
         for n in score.noise_alerts:
             ctx.console.print(
-                f"    - [{n['origin']}] {n['rule']} ({n['level']}): {n['noise_events']} noise events, "
-                f"group {json.dumps(n['group_key'])}"
+                f"    - {escape(n['origin'])}: {n['rule']} ({n['level']}): {n['noise_events']} noise events, "
+                f"group {escape(json.dumps(n['group_key']))}"
             )
+            if [x for x in n["falsepositives"] if x.lower() != "unknown"]:
+                ctx.console.print(
+                    f"      the rule's own false-positive note: {'; '.join(n['falsepositives'])}"
+                )
     ctx.results["detections"] = score
     ctx.results["noise_by_origin"] = noise_by_origin
-    split = ", ".join(f"{k}: {v}" for k, v in sorted(noise_by_origin.items()))
     ctx.console.print(
         f"[bold]attacks detected: {score.detected}/{len(score.attacks)}; alerts: {score.alerts_total}; "
-        f"alerts on background noise: {len(score.noise_alerts)}{f' ({split})' if split else ''}[/bold]"
+        f"alerts on background noise: {len(score.noise_alerts)}[/bold]"
+    )
+    ctx.console.print(
+        "noise alerts by rule source: " + " ".join(f"{k}={v}" for k, v in noise_by_origin.items())
     )
     if score.missed:
         ctx.console.print("missed: " + ", ".join(f"{a.id} {a.name}" for a in score.missed))
 
 
-def rule_origins(rule_dirs: list[str]) -> dict[str, str]:
-    """Rule id -> ``pack`` (the project's ``rules/``) or the directory name (e.g. SigmaHQ's)."""
+def rule_origins(rule_dirs: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Rule id -> (``pack`` for the project's ``rules/`` else the directory name, its ``falsepositives``)."""
     from kubetrail.demo_steps import REPO
     from kubetrail.detect.rules import rule_files
 
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, list[str]]] = {}
     for rule_dir in rule_dirs:
         label = "pack" if Path(rule_dir).resolve() == (REPO / "rules").resolve() else Path(rule_dir).name
         for path in rule_files([rule_dir]):
@@ -147,5 +154,6 @@ def rule_origins(rule_dirs: list[str]) -> dict[str, str]:
                 continue
             for doc in docs:
                 if isinstance(doc, dict) and doc.get("id"):
-                    out[str(doc["id"])] = label
+                    notes = doc.get("falsepositives") or []
+                    out[str(doc["id"])] = (label, [str(x) for x in notes] if isinstance(notes, list) else [])
     return out
