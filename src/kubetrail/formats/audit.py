@@ -195,7 +195,17 @@ def _native(parsed: pa.Table) -> tuple[pa.Table, pa.Array]:
         "rrt_text": f("requestReceivedTimestamp"),
         "st_text": f("stageTimestamp"),
         "decision": parsed["decision"].combine_chunks(),
-        "attributes": parsed["attributes"].combine_chunks(),
+        "attributes": _attributes(
+            [
+                ("user.extra", f("user", "extra")),
+                ("impersonatedUser", f("impersonatedUser")),
+                ("objectRef.uid", _json_string(f("objectRef", "uid"))),
+                ("objectRef.resourceVersion", _json_string(f("objectRef", "resourceVersion"))),
+                ("responseStatus.status", _json_string(f("responseStatus", "status"))),
+                ("responseStatus.message", _json_string(f("responseStatus", "message"))),
+            ],
+            parsed["env"].combine_chunks(),
+        ),
     }
     looks_like_event = pc.or_(
         pc.equal(pc.fill_null(columns["verb"].is_valid(), False), True),
@@ -210,6 +220,25 @@ def _native(parsed: pa.Table) -> tuple[pa.Table, pa.Array]:
     problem = pc.if_else(e.is_valid(), pc.if_else(looks_like_event, _NULL, "not_audit_event"), "bad_event")
     columns["problem"] = problem
     return _conform(columns, len(e)), e
+
+
+def _json_string(values: pa.Array) -> pa.Array:
+    """Strings as JSON string literals (null stays null); rare control characters become U+FFFD."""
+    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    if pc.any(pc.fill_null(pc.match_substring_regex(escaped, r"[\x00-\x1f]"), False)).as_py():
+        for raw, code in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            escaped = pc.replace_substring(escaped, raw, code)
+        escaped = pc.replace_substring_regex(escaped, r"[\x00-\x1f]", "\ufffd")
+    return pc.binary_join_element_wise('"', escaped, '"', "")
+
+
+def _attributes(members: list[tuple[str, pa.Array]], envelope: pa.Array) -> pa.Array:
+    """``{"key":<json>,...}`` of the non-null members plus the envelope fragment; null when empty."""
+    parts = [pc.binary_join_element_wise(f'"{key}":', value, "") for key, value in members]
+    joined = envelope.cast(_STR)
+    for part in reversed(parts):
+        joined = pc.coalesce(pc.binary_join_element_wise(part, joined, ","), part, joined)
+    return pc.binary_join_element_wise("{", joined, "}", "")
 
 
 def _json_username(impersonated: pa.Array) -> pa.Array:
