@@ -116,6 +116,30 @@ def _query(payload_tbl: pa.Table) -> pa.Table:
     return table
 
 
+def _byte_class(chars: str) -> npt.NDArray[np.bool_]:
+    table = np.zeros(256, dtype=bool)
+    table[np.frombuffer(chars.encode(), dtype=np.uint8)] = True
+    return table
+
+
+_LOGFMT_FIRST = _byte_class("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ACCESS_FIRST = _byte_class("0123456789abcdefABCDEF:")
+
+
+def _first_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
+    """The first byte of every value (0 for empty ones), gathered straight from the buffer."""
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
+    data = values.buffers()[2]
+    if data is None or data.size == 0:
+        return np.zeros(n, dtype=np.uint8)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts = offsets[:-1]
+    picked = buf[np.minimum(starts, buf.size - 1)]
+    out: npt.NDArray[np.uint8] = np.where(offsets[1:] > starts, picked, 0).astype(np.uint8)
+    return out
+
+
 def _pick(values: pa.Array, positions: tuple[int, ...]) -> pa.Array:
     picked = [pc.list_element(values, i) for i in positions]
     return picked[0] if len(picked) == 1 else pc.coalesce(*picked)
@@ -158,7 +182,9 @@ def extract_payload(
     else:
         is_json = np.zeros(n, dtype=bool)
     is_logfmt = np.zeros(n, dtype=bool)
-    rest_rows = np.flatnonzero(~is_json)
+    first = _first_bytes(msg)
+    # a logfmt line starts with a key: the full-line regex runs only where the first byte allows it
+    rest_rows = np.flatnonzero(~is_json & _LOGFMT_FIRST[first])
     if rest_rows.size and "logfmt" in kinds:
         rest_msg = msg.take(from_np(rest_rows))
         is_logfmt[rest_rows] = to_np(pc.match_substring_regex(rest_msg, LOGFMT_LINE), False)
@@ -210,10 +236,11 @@ def extract_payload(
     plain_rows = np.flatnonzero(plain)
     if plain_rows.size:
         plain_msg = msg.take(from_np(plain_rows))
-        if "access" in kinds:
-            access_mask = to_np(pc.match_substring_regex(plain_msg, ACCESS_PREFIX), False)
-        else:
-            access_mask = np.zeros(plain_rows.size, dtype=bool)
+        access_mask = np.zeros(plain_rows.size, dtype=bool)
+        maybe_access = np.flatnonzero(_ACCESS_FIRST[first[plain_rows]])  # an address comes first
+        if "access" in kinds and maybe_access.size:
+            candidates = plain_msg.take(from_np(maybe_access))
+            access_mask[maybe_access] = to_np(pc.match_substring_regex(candidates, ACCESS_PREFIX), False)
         access_local = np.flatnonzero(access_mask)
         if access_local.size:
             _access(columns, plain_msg.take(from_np(access_local)), plain_rows[access_local], n, stats)
