@@ -18,8 +18,9 @@ not by Python. Layout and guarantees:
   the checkpoint — on start, the pipeline feeds them through again; the store's dedup by ``event.id``
   makes a record that was already stored but not yet checkpointed harmless.
 - On open a torn record at the end of the newest segment (a crash mid-write: never acknowledged) is
-  cut off; a bad record inside an older segment is counted in ``corrupt_records`` and the rest of that
-  segment skipped — acknowledged data may be lost there, so it is logged loudly.
+  cut off. A bad record with valid records after it is corruption, not a torn write: it is counted
+  in ``corrupt_records``, logged loudly, and reading resynchronises on the next record whose magic
+  and CRC check out, so one bad sector costs one record, not the rest of the log.
 """
 
 from __future__ import annotations
@@ -141,25 +142,47 @@ class WriteAheadLog:
         self._opened = True
         self._roll(self._next_seq)
 
-    def _scan(self, seg: _Segment, repair: bool = False) -> Iterator[tuple[WalRecord, int]]:
+    def _scan(
+        self, seg: _Segment, repair: bool = False, report: bool = True
+    ) -> Iterator[tuple[WalRecord, int]]:
+        """Valid records of a segment. A bad record followed by valid ones is corruption: it is
+        counted and skipped (magic + CRC resynchronise). Bad bytes with nothing valid after them are
+        a torn tail: cut off when ``repair`` (the newest segment on open), else counted."""
         with open(seg.path, "rb") as fh:
             data = fh.read()
         pos = 0
         while pos < len(data):
             rec = self._decode_at(data, pos)
             if rec is None:
+                resume = self._next_valid(data, pos + 1)
+                if resume is not None:
+                    if report:
+                        self.corrupt_records += 1
+                        log.error("WAL %s: corrupt record at %d skipped (next at %d)", seg.path, pos, resume)
+                    pos = resume
+                    continue
                 if repair:
                     self.torn_bytes_truncated += len(data) - pos
                     log.warning("WAL %s: cutting %d torn bytes at offset %d", seg.path, len(data) - pos, pos)
                     with open(seg.path, "r+b") as fh:
                         fh.truncate(pos)
                         os.fsync(fh.fileno())
-                else:
+                elif report:
                     self.corrupt_records += 1
-                    log.error("WAL %s: corrupt record at offset %d, rest of segment skipped", seg.path, pos)
+                    log.error("WAL %s: corrupt bytes at offset %d to the end of the segment", seg.path, pos)
                 return
             record, pos = rec
             yield record, pos
+
+    def _next_valid(self, data: bytes, start: int) -> int | None:
+        """Offset of the next record that decodes with a valid CRC, if any."""
+        magic = struct.pack("<HH", _MAGIC, _VERSION)
+        pos = data.find(magic, start)
+        while pos >= 0:
+            if self._decode_at(data, pos) is not None:
+                return pos
+            pos = data.find(magic, pos + 1)
+        return None
 
     @staticmethod
     def _decode_at(data: bytes, pos: int) -> tuple[WalRecord, int] | None:
@@ -184,7 +207,7 @@ class WriteAheadLog:
                 continue
             if not seg.path.exists() or seg.path.stat().st_size == 0:
                 continue
-            for rec, _ in self._scan(seg):
+            for rec, _ in self._scan(seg, report=False):  # open() already counted and logged
                 if rec.seq > self._checkpoint_seq:
                     yield rec
 
