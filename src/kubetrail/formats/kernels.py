@@ -25,6 +25,7 @@ __all__ = [
     "Flags",
     "broadcast",
     "cast_or_bisect",
+    "first_bytes",
     "from_np",
     "scatter",
     "slice_ranges",
@@ -150,6 +151,20 @@ def to_np(arr: pa.Array | pa.ChunkedArray, fill: object = None) -> npt.NDArray[A
     if data is None:
         return np.zeros(n, dtype=dtype)
     return np.frombuffer(data, dtype=dtype)[arr.offset : arr.offset + n]
+
+
+def first_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
+    """The first byte of every value (0 for empty ones), gathered straight from the buffer."""
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
+    data = values.buffers()[2]
+    if data is None or data.size == 0:
+        return np.zeros(n, dtype=np.uint8)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts = offsets[:-1]
+    picked = buf[np.minimum(starts, buf.size - 1)]
+    out: npt.NDArray[np.uint8] = np.where(offsets[1:] > starts, picked, 0).astype(np.uint8)
+    return out
 
 
 def scatter(values: pa.Array, rows: npt.NDArray[np.int64], n: int) -> pa.Array:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubetrail.chunk import Origin
-from kubetrail.formats.kernels import Flags, from_np, scatter, slice_ranges, to_np
+from kubetrail.formats.kernels import Flags, first_bytes, from_np, scatter, slice_ranges, to_np
 from kubetrail.formats.partials import Pieces
 
 __all__ = ["STACK_START", "STACK_STRONG", "STACK_WEAK", "Multiline"]
@@ -73,6 +73,10 @@ class _Held:
     origin: Origin
 
 
+_NEVER_IN_TRACE = np.zeros(256, dtype=bool)
+_NEVER_IN_TRACE[np.frombuffer(b"0123456789{", dtype=np.uint8)] = True
+
+
 def _mask(messages: pa.Array, pattern: str) -> npt.NDArray[np.bool_]:
     return to_np(pc.match_substring_regex(messages, pattern), False)
 
@@ -107,8 +111,14 @@ class Multiline:
             weak = np.zeros(n_new, dtype=bool)
             start = ~strong
         else:
-            # one pass over every line; the three masks only for the few lines that matched any
-            candidates = np.flatnonzero(_mask(messages, _ANY))
+            # one pass over the lines that can take part (a trace line never starts with a digit or
+            # "{": timestamps, addresses and JSON are skipped by their first byte), then the three
+            # masks only for the few lines that matched any
+            maybe = np.flatnonzero(~_NEVER_IN_TRACE[first_bytes(messages)])
+            candidates = maybe
+            if maybe.size:
+                subset = messages if maybe.size == n_new else messages.take(from_np(maybe))
+                candidates = maybe[_mask(subset, _ANY)]
             if not held and candidates.size == 0:
                 return events  # common case: plain lines only
             strong = np.zeros(n_new, dtype=bool)

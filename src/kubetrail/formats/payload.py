@@ -32,7 +32,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kubetrail.formats.kernels import cast_or_bisect, from_np, scatter, slice_ranges, to_np
+from kubetrail.formats.kernels import cast_or_bisect, first_bytes, from_np, scatter, slice_ranges, to_np
 
 __all__ = ["LEVELS", "PAYLOAD_KINDS", "extract_payload", "logfmt_to_json", "normalize_level"]
 
@@ -126,20 +126,6 @@ _LOGFMT_FIRST = _byte_class("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 _ACCESS_FIRST = _byte_class("0123456789abcdefABCDEF:")
 
 
-def _first_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
-    """The first byte of every value (0 for empty ones), gathered straight from the buffer."""
-    n = len(values)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
-    data = values.buffers()[2]
-    if data is None or data.size == 0:
-        return np.zeros(n, dtype=np.uint8)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    starts = offsets[:-1]
-    picked = buf[np.minimum(starts, buf.size - 1)]
-    out: npt.NDArray[np.uint8] = np.where(offsets[1:] > starts, picked, 0).astype(np.uint8)
-    return out
-
-
 def _pick(values: pa.Array, positions: tuple[int, ...]) -> pa.Array:
     picked = [pc.list_element(values, i) for i in positions]
     return picked[0] if len(picked) == 1 else pc.coalesce(*picked)
@@ -182,7 +168,7 @@ def extract_payload(
     else:
         is_json = np.zeros(n, dtype=bool)
     is_logfmt = np.zeros(n, dtype=bool)
-    first = _first_bytes(msg)
+    first = first_bytes(msg)
     # a logfmt line starts with a key: the full-line regex runs only where the first byte allows it
     rest_rows = np.flatnonzero(~is_json & _LOGFMT_FIRST[first])
     if rest_rows.size and "logfmt" in kinds:
