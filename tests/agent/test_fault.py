@@ -194,7 +194,10 @@ def run_fault_scenario(tmp: Path, *, full: bool, writer: str = WRITER, seed: int
         "lines_per_s": round(lines / duration),
         "streams": len(want),
         "rotations": rotations,
-        "lines_rotated_away_before_read_allowed": sum(b - a for r in gone.values() for a, b in r),
+        "lines_in_files_the_writer_deleted": sum(b - a for r in gone.values() for a, b in r),
+        "of_which_shipped_before_deletion": sum(
+            1 for s, r in gone.items() for a, b in r for i in range(a, b) if (s, i) in result.seq
+        ),
         "kills": kills,
         "agent_starts": agent.starts,
         "agent_exit_code": code,

@@ -75,6 +75,7 @@ class Harvester:
         self.tails: dict[tuple[int, int], FileTail] = {}
         self.paths: dict[str, str] = {}  # discovered path -> source
         self.finished: dict[tuple[int, int], int] = {}  # drained rotated files: (dev, ino) -> size
+        self.finished_keys: set[str] = set()  # stream identities drained to the end of their file
         self.retired: list[FileTail] = []  # closed streams whose last chunks await acknowledgement
         self._unsaved: dict[str, Checkpoint] = {}
         self._gz_fingerprints: dict[tuple[int, int], str | None] = {}
@@ -88,7 +89,6 @@ class Harvester:
         """Adopt the discovered paths: open new files, notice vanished ones."""
         self.paths = paths
         now = time.time()
-        present: set[tuple[int, int]] = set()
         for path, source in paths.items():
             try:
                 st = os.stat(path)
@@ -96,7 +96,6 @@ class Harvester:
                 self._warn_once(path, "stat", exc)
                 continue
             key = (st.st_dev, st.st_ino)
-            present.add(key)
             tail = self.tails.get(key)
             if tail is not None:
                 if tail.path != path and not tail.closed:
@@ -112,9 +111,9 @@ class Harvester:
                 continue
             self._open(path, source, now)
         if rescan:
-            self._adopt_compressed(present)
+            self._adopt_compressed()
 
-    def _adopt_compressed(self, present: set[tuple[int, int]]) -> None:
+    def _adopt_compressed(self) -> None:
         """Finish streams whose rotated file was gzip'd before it was drained (e.g. while we were down).
 
         A checkpointed stream whose file is nowhere on disk any more is looked for among the ``.gz``
@@ -122,7 +121,7 @@ class Harvester:
         says bytes are left after the checkpoint, the stream continues from the ``.gz``."""
         active = {t.key for t in self.tails.values()}
         for cp in list(self.checkpoints.values()):
-            if cp.key in active or (cp.dev, cp.inode) in present:
+            if cp.key in active or cp.key in self.finished_keys:
                 continue
             directory = os.path.dirname(cp.path)
             try:
@@ -145,6 +144,7 @@ class Harvester:
                     continue
                 if size == cp.offset % 2**32:
                     self.finished[key] = st.st_size  # fully shipped before it was compressed
+                    self.finished_keys.add(cp.key)
                     continue
                 self._open_gz(cp, gz, st)
                 break
@@ -333,6 +333,7 @@ class Harvester:
         ):
             tail.close()
             self.finished[key] = tail.size
+            self.finished_keys.add(tail.key)
             del self.tails[key]
             self.retired.append(tail)
             self.metrics.files_open.set(len(self.tails))
@@ -386,6 +387,7 @@ class Harvester:
             log.error("cannot write checkpoints", extra={"error": self.store.last_error})
         for key in delete:
             self.checkpoints.pop(key, None)
+            self.finished_keys.discard(key)
         self.metrics.checkpoint_age.set(now - self.store.last_save)
 
     def note_closed(self, tail: FileTail) -> None:
