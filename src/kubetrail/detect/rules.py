@@ -9,6 +9,7 @@ error — so the CLI and the server can show what is disabled and why.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,15 +166,21 @@ def _level(rule: SigmaRule | SigmaCorrelationRule) -> str:
 _OPS = {"GTE": "gte", "GT": "gt", "LTE": "lte", "LT": "lt", "EQ": "eq", "NEQ": "neq"}
 
 
+_CHECK: dict[str, Any] = {}
+_CHECK_LOCK = threading.Lock()
+
+
 def _check_sql(sql: str) -> None:
     """Bind the expression against an empty batch: catches unknown functions and type errors early."""
-    con = duckdb.connect()
-    for macro in SQL_MACROS:
-        con.execute(macro)
-    empty = SCHEMA.empty_table()
-    con.register("batch", empty)
-    con.execute(f"SELECT count(*) FROM batch WHERE {sql}").fetchall()
-    con.close()
+    with _CHECK_LOCK:
+        con = _CHECK.get("con")
+        if con is None:
+            con = duckdb.connect()
+            for macro in SQL_MACROS:
+                con.execute(macro)
+            con.register("batch", SCHEMA.empty_table())
+            _CHECK["con"] = con
+        con.execute(f"SELECT count(*) FROM batch WHERE {sql}").fetchall()
 
 
 def load_rules(
