@@ -182,3 +182,42 @@ def test_search_api_is_mounted_and_needs_a_hunter_token(tmp_path: Path) -> None:
             await server.stop()
 
     asyncio.run(go())
+
+
+class _FlakyStore(MemoryStore):
+    """Fails the first appends and flushes (a full disk that is then cleared)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("No space left on device")
+        super().append(batch)
+
+
+def test_store_failures_are_retried_and_the_wal_kept(tmp_path: Path) -> None:
+    store = _FlakyStore(failures=2)
+
+    async def go() -> None:
+        wal = WriteAheadLog(tmp_path / "wal")
+        wal.open()
+        pipeline = Pipeline(wal, LineParser(), store, flush_interval_secs=0.05, state_hold_secs=0)
+        pipeline.start()
+        body, _ = encode_request("n", [Chunk(_origin(), b"kept\n")], "identity")
+        await pipeline.submit("agent", "agent+identity", body)
+        await asyncio.sleep(0.2)
+        assert store.rows == {} and wal.checkpoint_seq == 0  # failing: nothing checkpointed
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if store.rows:
+                break
+        await pipeline.stop()
+        assert wal.checkpoint_seq == 1
+        wal.close_sync()
+
+    asyncio.run(go())
+    assert store.messages() == ["kept"]
+    assert "KT-STORE" not in store.messages()

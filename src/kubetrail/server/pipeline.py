@@ -158,6 +158,7 @@ class Pipeline:
         self._last_flush = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._store_failed = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -272,9 +273,14 @@ class Pipeline:
                     continue
             ready.append(item)
         if ready:
-            batch = await asyncio.to_thread(self._transform, ready)
+            try:
+                batch = await asyncio.to_thread(self._transform, ready)
+            except Exception:  # a stage failed on the group as a whole: isolate the record(s) at fault
+                log.exception("pipeline failed on a group of %d records; retrying one by one", len(ready))
+                batch = await asyncio.to_thread(self._transform_each, ready)
             if batch.num_rows:
-                await asyncio.to_thread(self.store.append, batch)
+                if not await self._append_with_retry(batch):
+                    return  # stopping while the store fails: the records stay in the WAL (no checkpoint)
                 self.stored_events += batch.num_rows
                 self.metrics.events.labels("store").inc(batch.num_rows)
                 await self._write_outputs(batch)
@@ -283,6 +289,41 @@ class Pipeline:
             for item in ready:
                 self.budget.release(item.nbytes)
         self.metrics.queue_bytes.set(self.budget.used)
+
+    async def _append_with_retry(self, batch: pa.RecordBatch) -> bool:
+        """Append to the store, retrying with backoff while it fails (disk full, I/O error). The WAL
+        holds the records meanwhile and is not checkpointed past them; senders see backpressure."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self.store.append, batch)
+                return True
+            except Exception as exc:
+                self.metrics.pipeline_errors.labels("store", getattr(exc, "code", "KT-STORE")).inc()
+                log.error("store append failed (%s); retrying in %.1fs", exc, delay)
+                if self._stopping:
+                    self._store_failed = True
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _transform_each(self, items: list[_Item]) -> pa.RecordBatch:
+        batches = []
+        for item in items:
+            try:
+                batches.append(self._transform([item]))
+            except Exception as exc:
+                self.metrics.pipeline_errors.labels("pipeline", getattr(exc, "code", "KT-ERROR")).inc()
+                batches.append(
+                    self._finish(
+                        [error_batch(item.record, "KT-PIPELINE", f"{type(exc).__name__}: {exc}")],
+                        datetime.now(UTC),
+                    )
+                )
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return empty_batch()
+        return pa.Table.from_batches(batches, schema=SCHEMA).combine_chunks().to_batches()[0]
 
     def _transform(self, items: list[_Item]) -> pa.RecordBatch:
         now = datetime.now(UTC)
@@ -355,7 +396,17 @@ class Pipeline:
             target = self.wal.checkpoint_seq
             while self._processed_at and self._processed_at[0][0] <= horizon:
                 target = self._processed_at.popleft()[1]
-        await asyncio.to_thread(self.store.flush)
+        try:
+            await asyncio.to_thread(self.store.flush)
+        except Exception as exc:  # not durable: no checkpoint; the next interval tries again
+            self.metrics.pipeline_errors.labels("store_flush", getattr(exc, "code", "KT-STORE")).inc()
+            log.error("store flush failed (%s): the WAL is not truncated", exc)
+            return
+        if self._store_failed:
+            log.error(
+                "the store failed: the WAL keeps everything after seq %d for replay", self.wal.checkpoint_seq
+            )
+            return
         if target > self.wal.checkpoint_seq:
             await asyncio.to_thread(self.wal.checkpoint, target)
         self.metrics.wal_checkpoint.set(self.wal.checkpoint_seq)
