@@ -103,3 +103,27 @@ def test_discovery_finds_live_and_rotated_files_skips_compressed_and_wakes_on_in
         assert disc.structure_changed
     finally:
         disc.close()
+
+
+def test_watches_of_deleted_directories_are_forgotten(tmp_path: Path) -> None:
+    import select
+    import shutil
+
+    pod = tmp_path / "pods" / "ns_p_u" / "c"
+    pod.mkdir(parents=True)
+    (pod / "0.log").write_bytes(b"x\n")
+    disc = Discovery({"container": [str(tmp_path / "pods/*/*/*.log")]})
+    try:
+        disc.scan()
+        assert str(pod) in disc._watched
+        shutil.rmtree(tmp_path / "pods" / "ns_p_u")
+        fd = disc.fileno()
+        assert fd is not None
+        for _ in range(25):
+            if select.select([fd], [], [], 0.2)[0]:
+                disc.on_events()
+            if str(pod) not in disc._watched:
+                break
+        assert str(pod) not in disc._watched
+    finally:
+        disc.close()

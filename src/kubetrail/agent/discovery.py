@@ -111,14 +111,12 @@ class Discovery:
         structural = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE | flags.DELETE_SELF
         by_wd = {wd: d for d, wd in self._watched.items()}
         for event in events:
-            if event.mask & flags.Q_OVERFLOW:
+            if event.mask & (flags.Q_OVERFLOW | structural):
                 self.structure_changed = True
-            if event.mask & structural:
-                self.structure_changed = True
-                if event.mask & flags.IGNORED or event.mask & flags.DELETE_SELF:
-                    gone = by_wd.get(event.wd)
-                    if gone is not None:
-                        self._watched.pop(gone, None)
+            if event.mask & flags.IGNORED:  # the directory is gone (pod deleted): forget its watch
+                gone = by_wd.get(event.wd)
+                if gone is not None and self._watched.get(gone) == event.wd:
+                    del self._watched[gone]
             self.data_changed = True
 
     def close(self) -> None:
