@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -92,3 +93,40 @@ def test_hunt_cli_over_parquet(tmp_path: Path) -> None:
     from kubetrail.detect.alerts import AlertStore
 
     assert any(a.rule_title == "Kubernetes Exec Into Pod" for a in AlertStore(db).list())
+
+
+def test_hunt_cli_over_the_store(tmp_path: Path) -> None:
+    """The same hunt over kubetrail.store's sandboxed ``logs`` view."""
+    from kubetrail.cli import app
+    from kubetrail.detect.alerts import AlertStore
+    from kubetrail.store import Store
+
+    store = Store(tmp_path / "store")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    exec_event = {
+        "verb": "get",
+        "user": {"username": "mallory"},
+        "auditID": "x1",
+        "requestReceivedTimestamp": now,
+        "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "p"},
+    }
+    store.append(batch_of([exec_event]))
+    store.flush()
+    store.close()
+    db = tmp_path / "alerts.sqlite"
+    out = CliRunner().invoke(
+        app,
+        [
+            "hunt",
+            "--rules",
+            str(RULES / "execution"),
+            "--since",
+            "1d",
+            "--store",
+            str(tmp_path / "store"),
+            "--db",
+            str(db),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert [a.event_ids for a in AlertStore(db).list()] == [["x1"]]

@@ -7,6 +7,8 @@ raised in the alert store (and delivers new ones to the log and the webhook). Th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from kubetrail.components import ComponentConfig, Transform, transforms
@@ -35,7 +37,10 @@ class DetectTransform(Transform[DetectTransformConfig]):
     def detector(self) -> Detector:
         """Built on first use, so validating a configuration never compiles rules or opens files."""
         if self._detector is None:
-            self._detector = Detector(self.config)
+            config = self.config
+            if config.alerts_db is None:  # the default data_dir's alert store, where `kubetrail alerts` looks
+                config = config.model_copy(update={"alerts_db": str(Path("kubetrail-data") / "alerts.sqlite")})
+            self._detector = Detector(config)
         return self._detector
 
     def transform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
