@@ -17,7 +17,16 @@ import pyarrow.compute as pc
 
 from kubetrail.schema import TIMESTAMP
 
-__all__ = ["infer_year", "now_ns", "parse_rfc3339", "to_ns"]
+__all__ = [
+    "bisect_failures",
+    "fraction_to_ns",
+    "infer_year",
+    "month_numbers",
+    "now_ns",
+    "ns_to_timestamp",
+    "parse_rfc3339",
+    "to_ns",
+]
 
 _NS_PER_S = 1_000_000_000
 _MONTHS = np.array(

@@ -186,7 +186,7 @@ def _rfc3164(text: pa.Array, flags: Flags, reference_ns: np.ndarray) -> tuple[di
     return cols, rows
 
 
-def mask_np(mask: pa.Array) -> np.ndarray:
+def _mask_np(mask: pa.Array) -> np.ndarray:
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -200,7 +200,7 @@ def syslog_columns(text: pa.StringArray, reference_ns: np.ndarray, flags: Flags)
     if pc.any(is5424).as_py():
         is5424 = pc.fill_null(pc.match_substring_regex(text, r"^<\d{1,3}>1 "), False)
     not5424 = pc.invert(is5424)
-    reference3164 = reference_ns[mask_np(not5424)]
+    reference3164 = reference_ns[_mask_np(not5424)]
     shapes: list[tuple[pa.Array, Callable[[pa.Array, Flags], tuple[dict[str, pa.Array], pa.Array]]]] = [
         (is5424, _rfc5424),
         (not5424, lambda sub, sub_flags: _rfc3164(sub, sub_flags, reference3164)),
