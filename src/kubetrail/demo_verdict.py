@@ -101,6 +101,7 @@ def step_detections(ctx: DemoContext) -> None:
         store.close()
     score = score_alerts(alerts, evidence, truth)
     origin = rule_origins(server.rule_dirs)
+    by_id = {a.id: a for a in alerts}
     for attack, result in zip(truth, score.attacks, strict=True):
         if result.detected:
             mark = f"[green]detected[/green] by {len(result.rules)} rules, {len(result.alerts)} alerts"
@@ -108,7 +109,8 @@ def step_detections(ctx: DemoContext) -> None:
             mark = "[red]NOT DETECTED[/red]"
         ctx.console.print(f"[bold]{result.id} {result.name}[/bold] ({attack.get('technique', '')}): {mark}")
         for title in result.rules:
-            ctx.console.print(f"    - {title}")
+            ids = [i for i in result.alerts if by_id[i].rule_title == title]
+            ctx.console.print(f"    - {title} [dim](alert {', '.join(ids)})[/dim]")
     noise_by_origin: dict[str, int] = {"pack": 0}
     for n in score.noise_alerts:
         n["origin"], n["falsepositives"] = origin.get(n["rule_id"], ("?", []))
@@ -137,6 +139,7 @@ def step_detections(ctx: DemoContext) -> None:
     )
     if score.missed:
         ctx.console.print("missed: " + ", ".join(f"{a.id} {a.name}" for a in score.missed))
+    ctx.console.print(f"[dim]triage them: kubetrail alerts list --db {server.alerts_db}[/dim]")
 
 
 def rule_origins(rule_dirs: list[str]) -> dict[str, tuple[str, list[str]]]:
