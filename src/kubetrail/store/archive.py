@@ -57,7 +57,7 @@ class Archive:
         self.store = store
         self.cfg = store.config.archive
         self.objects = open_object_store(self.cfg, store.root)
-        self.cache_dir = self.cfg.cache_dir or store.root / "archive-cache"
+        self.cache_dir = (self.cfg.cache_dir or store.root / "archive-cache").resolve()
 
     def archive_segment(self, seg: SegmentInfo) -> None:
         """Upload a hot segment, switch its catalog row to the archive tier, delete the local file."""
