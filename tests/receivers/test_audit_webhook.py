@@ -8,10 +8,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from kubetrail.errors import ProtocolError
 from kubetrail.formats.dispatch import Parsing
-from kubetrail.receivers.audit_webhook import AuditWebhookReceiver
+from kubetrail.receivers.audit_webhook import AuditWebhookReceiver, decode_audit_record, validate_event_list
 from kubetrail.server.app import KubetrailServer
+from kubetrail.server.settings import LimitsConfig
+from kubetrail.server.wal import WalRecord
 from tests.server.helpers import MemoryStore, make_server, settle
 
 
@@ -109,3 +114,26 @@ def test_bad_bodies_are_400(tmp_path: Path, payload: bytes, status: int) -> None
 
     asyncio.run(_run(tmp_path, store, body))
     assert store.rows == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60), st.text(max_size=5)),
+            lambda c: (
+                st.lists(c, max_size=3)
+                | st.dictionaries(st.sampled_from(["kind", "items", "x"]), c, max_size=3)
+            ),
+            max_leaves=10,
+        ).map(orjson.dumps),
+    )
+)
+def test_fuzz_event_list_validation(body: bytes) -> None:
+    try:
+        line, count = validate_event_list(body, LimitsConfig())
+    except ProtocolError:
+        return
+    assert b"\n" not in line and count >= 0
+    assert decode_audit_record(WalRecord(1, "audit", "audit+x", line), None)[0].data.endswith(b"\n")
