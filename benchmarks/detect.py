@@ -56,7 +56,7 @@ FAMILIES: dict[str, list[str]] = {
     "Kubernetes.Pod.Host.Network": ["k8s_pod_hostnetwork"],
     "Kubernetes.Pod.Host.PID": ["k8s_pod_hostpid"],
     "Kubernetes.Pod.HostPath.Volume": ["k8s_pod_hostpath_root", "k8s_pod_hostpath_sensitive"],
-    "Kubernetes.Pod.Privileged.Created": ["k8s_privileged_pod"],
+    "Kubernetes.Pod.Privileged.Created": ["k8s_privileged_pod", "k8s_pod_run_as_root"],
     "Kubernetes.Pod.StealServiceAccountToken": ["k8s_exec_read_sa_token"],
     "Kubernetes.Pod.SystemNamespace": ["k8s_kube_system_modified_by_user"],
     "Kubernetes.Role.NodeProxyPermissions": ["k8s_role_nodes_proxy"],

@@ -386,7 +386,7 @@ class DuckDBBackend(TextQueryBackend):
             if target.kind in ("int", "float"):
                 return _any(target, lambda x: f"{x} IN ({numbers})")
             return _any(target, lambda x: f"TRY_CAST({x} AS DOUBLE) IN ({numbers})")
-        texts = [str(v) for v in values]
+        texts = ["".join(p for p in v.s if isinstance(p, str)) for v in values]  # type: ignore[attr-defined]
         lower = not (target.lowercase and all(t == t.lower() for t in texts))
         literals = ", ".join(sql_string(t.lower()) for t in texts)
 
