@@ -48,12 +48,14 @@ def tree_chunks(root: Path) -> Iterator[Chunk]:
             continue
         inode += 1
         data = path.read_bytes()
-        for offset in range(0, len(data), 1 << 20):
-            piece = data[offset : offset + (1 << 20)]
+        offset = 0
+        while offset < len(data):  # ~1 MiB pieces cut after a newline, as the agent reads
+            end = data.rfind(b"\n", offset, offset + (1 << 20)) + 1 or len(data)
             origin = Origin(
                 node=node, source=source, path="/" + inner, file=FileIdentity(1, inode, "f"), offset=offset
             )
-            yield Chunk(origin, piece)
+            yield Chunk(origin, data[offset:end])
+            offset = end
 
 
 @pytest.fixture(scope="module")
