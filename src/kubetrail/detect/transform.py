@@ -38,8 +38,9 @@ class DetectTransform(Transform[DetectTransformConfig]):
         """Built on first use, so validating a configuration never compiles rules or opens files."""
         if self._detector is None:
             config = self.config
-            if config.alerts_db is None:  # the default data_dir's alert store, where `kubetrail alerts` looks
-                config = config.model_copy(update={"alerts_db": str(Path("kubetrail-data") / "alerts.sqlite")})
+            if config.alerts_db is None:  # the default data_dir: where `kubetrail alerts` looks
+                default_db = str(Path("kubetrail-data") / "alerts.sqlite")
+                config = config.model_copy(update={"alerts_db": default_db})
             self._detector = Detector(config)
         return self._detector
 
