@@ -403,3 +403,33 @@ def test_rate_limit_slows_a_stream_client(tmp_path: Path) -> None:
 
     server_cfg = {"rate_limit": {"requests_per_sec": 2, "burst": 2}}
     asyncio.run(_with_server(tmp_path, {**_cfg(), "server": server_cfg}, body))
+
+
+def test_memory_stays_bounded_under_an_oversized_declared_frame(tmp_path: Path) -> None:
+    import tracemalloc
+
+    async def body(server: KubetrailServer) -> None:
+        def flood() -> int:
+            sent = 0
+            with socket.create_connection(_addr(server)) as sock:
+                sock.settimeout(5)
+                sock.sendall(b"\xc6\x7f\xff\xff\xff")  # a bin declaring 2 GiB
+                try:
+                    while sent < 50 << 20:
+                        sock.sendall(b"x" * 65536)
+                        sent += 65536
+                except OSError:
+                    pass  # closed by the server at the frame limit
+            return sent
+
+        tracemalloc.start()
+        try:
+            sent = await asyncio.to_thread(flood)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert sent < 50 << 20  # the server closed the connection
+        assert peak < 16 << 20, peak  # never buffered anywhere near the declared size
+
+    limits = {"max_frame_bytes": 1 << 20}
+    asyncio.run(_with_server(tmp_path, {**_cfg(), "server": {"limits": limits}}, body))
