@@ -46,7 +46,7 @@ def finish_batch(
     if pod is not None:
         for key, coordinate in pod.columns().items():
             if coordinate is not None:
-                out[key] = broadcast(str(coordinate), n).cast(SCHEMA.field(key).type)
+                out[key] = pa.repeat(pa.scalar(coordinate, SCHEMA.field(key).type), n)
     out["event.id"] = event_ids(origin, offsets)
     out["log.offset"] = from_np(offsets.astype(np.int64, copy=False))
     out["host.name"] = broadcast(origin.node, n)
