@@ -85,13 +85,25 @@ def test_bad_rule_file_reported_with_id(tmp_path: Path) -> None:
     assert len(ruleset.errors) == 2
 
 
-def test_detect_transform_registered_and_enriches() -> None:
+def test_detect_transform_registered_enriches_and_records_alerts(tmp_path: Path) -> None:
+    from kubetrail.detect.alerts import AlertStore
+
     cls = transforms.get("detect")
-    component = transforms.build(
-        "d", {"type": "detect", "rules": [str(RULES / "execution")], "geoip": {"enabled": True}}
-    )
+    db = tmp_path / "alerts.sqlite"
+    options = {
+        "type": "detect",
+        "rules": [str(RULES / "execution")],
+        "geoip": {"enabled": True},
+        "alerts_db": str(db),
+    }
+    component = transforms.build("d", options)
     assert isinstance(component, cls)
-    out = component.transform(
-        batch_of([{"verb": "list", "sourceIPs": ["8.8.8.8"], "objectRef": {"resource": "pods"}}])
-    )
+    exec_event = {
+        "verb": "get",
+        "sourceIPs": ["8.8.8.8"],
+        "auditID": "a1",
+        "objectRef": {"resource": "pods", "subresource": "exec"},
+    }
+    out = component.transform(batch_of([exec_event]))
     assert out.column("source.geo.country_iso_code").to_pylist() == ["US"]
+    assert [a.event_ids for a in AlertStore(db).list()] == [["a1"]]
