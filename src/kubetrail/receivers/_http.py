@@ -81,6 +81,8 @@ class HttpListener:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            proxy_headers=False,  # rate limits key on the peer address: never trust X-Forwarded-For
+            server_header=False,
             timeout_keep_alive=int(min(limits.idle_timeout_secs, 75)),
             timeout_graceful_shutdown=30,
             h11_max_incomplete_event_size=64 * 1024,
