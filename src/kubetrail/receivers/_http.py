@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -123,6 +123,8 @@ async def read_body(request: Request, max_bytes: int, timeout_secs: float = 30.0
     try:
         async with asyncio.timeout(timeout_secs):
             return await _read_body(request, max_bytes)
+    except ClientDisconnect:
+        raise ProtocolError("client disconnected before sending the whole body") from None
     except TimeoutError:
         raise SlowClient("request body not received in time", read_timeout_secs=timeout_secs) from None
 
