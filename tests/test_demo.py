@@ -44,6 +44,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert hunt in out
     assert "203.0.113.99" in out  # the 401/403 burst's source, found by the hunt
     assert "server exited with 0" in out
+    assert "internal_error" not in out  # a parser that failed internally stored raw lines
     assert sorted(p.stem for p in tmp_path.glob("agents/*.yaml")) == sorted(
         p.name for p in (tmp_path / "cluster").iterdir() if p.is_dir()
     )  # one agent per simulated node

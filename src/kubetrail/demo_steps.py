@@ -370,6 +370,15 @@ def step_stored(ctx: DemoContext) -> None:
     rows = search(server, "* | stats count() by event.dataset")
     ctx.console.print(_rows_table(rows, "stored events per dataset (kubetrail search)"))
     ctx.results["stored"] = rows
+    flagged = search(server, "_exists_:event.parse_error | stats count() by event.dataset, event.parse_error")
+    ctx.results["parse_errors"] = flagged
+    if flagged:  # stored raw with a reason code, never dropped: show them so a regression is visible
+        ctx.console.print(_rows_table(flagged, "stored with a parse error (raw line kept)"))
+        if any(r.get("event.parse_error") == "unknown_format" for r in flagged):
+            ctx.console.print(
+                "[dim]unknown_format: the agent ships file_globs (kubelet.log, containerd.log, syslog) as "
+                "source `file` with no format, which the server's format choice has no parser for[/dim]"
+            )
 
 
 def step_hunt(ctx: DemoContext) -> None:
