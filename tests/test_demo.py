@@ -64,3 +64,28 @@ def test_simulate_command_prints_tables(tmp_path: Path) -> None:
     (tmp_path / "other" / "keep.txt").write_text("x")
     refused = CliRunner().invoke(app, ["simulate", "--root", str(tmp_path / "other"), "--hours", "0.01"])
     assert refused.exit_code == 2
+
+
+def test_a_failing_step_stops_the_demo_and_says_where(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from kubetrail.demo import DemoContext, Step, run_demo
+    from kubetrail.demo_steps import DemoStepError
+    from kubetrail.simulate import SimulationOptions
+
+    ran: list[str] = []
+
+    def broken(ctx: DemoContext) -> None:
+        raise DemoStepError("the server is not installed")
+
+    console = Console(record=True, width=120)
+    ctx = DemoContext(root=tmp_path, console=console, options=SimulationOptions(hours=0.001))
+    steps: list[tuple[str, Step]] = [
+        ("first", lambda c: ran.append("first")),
+        ("broken", broken),
+        ("after", lambda c: ran.append("after")),
+    ]
+    run_demo(ctx, steps)
+    assert ran == ["first"]
+    assert ctx.results["failed"] == "2. broken"
+    assert "step 2 (broken) failed: DemoStepError: the server is not installed" in console.export_text()
