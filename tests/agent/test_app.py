@@ -169,3 +169,47 @@ def test_docs_list_every_option_and_metric() -> None:
     assert not missing, f"undocumented options: {missing}"
     names = [c.name + ("_total" if c.type == "counter" else "") for c in Metrics().registry.collect()]
     assert not [n for n in names if f"`{n}`" not in doc]
+
+
+def test_reading_pauses_at_the_inflight_bound_while_the_server_is_away(tmp_path: Path) -> None:
+    """Unreachable server: memory stays bounded (the file is the buffer) and rotated bytes are at risk."""
+    import asyncio
+
+    from kubetrail.agent.app import Agent
+
+    pods = tmp_path / "pods"
+    log = pods / "ns_p_u" / "app" / "0.log"
+    _write(log, [f"kt_seq=big:{i} " + "x" * 200 for i in range(150_000)])  # ~36 MB
+    cfg = AgentConfig.model_validate(
+        agent_config(
+            tmp_path,
+            f"http://127.0.0.1:{free_port()}",
+            batch={"max_inflight_bytes": 4 << 20},
+            shutdown_timeout_secs=0.5,
+        )
+    )
+
+    async def scenario() -> tuple[int, int, int, float]:
+        agent = Agent(cfg)
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(1.5)
+        log.rename(log.with_name("0.log.20260101-000000"))  # rotated while unshipped: at risk
+        _write(log, ["kt_seq=big:new"])
+        await asyncio.sleep(1.5)
+        agent._stats()
+        tail = next(iter(agent.harvester.tails.values()))
+        result = (
+            agent.shipper.inflight_bytes,
+            tail.read_offset,
+            int(agent.metrics.bytes_at_risk._value.get()),
+            agent.metrics.server_up._value.get(),
+        )
+        agent.stopping.set()
+        await asyncio.wait_for(task, 30)
+        return result
+
+    inflight, read, at_risk, up = asyncio.run(scenario())
+    assert inflight <= (4 << 20) + cfg.read_bytes
+    assert read < 8 << 20  # stopped reading: the rest waits on disk
+    assert at_risk > 30 << 20
+    assert up == 0

@@ -184,7 +184,7 @@ class Agent:
     ) -> None:
         log.info("agent stopping: draining in-flight batches")
         self._ship_summaries(force=True)
-        await self.shipper.drain(timeout=10)
+        await self.shipper.drain(timeout=self.cfg.shutdown_timeout_secs)
         self.harvester.save_checkpoints(force=True)
         if self.journald is not None:
             self.journald.save()

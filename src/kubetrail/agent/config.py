@@ -140,6 +140,9 @@ class AgentConfig(_Model):
         1.0, gt=0, description="How often acknowledged offsets are saved."
     )
     checkpoint_gc_secs: float = Field(3600.0, ge=0, description="Forget a vanished file's entry after this.")
+    shutdown_timeout_secs: float = Field(
+        10.0, ge=0, description="On SIGTERM, wait this long for in-flight batches."
+    )
     metrics_listen: str | None = Field("0.0.0.0:2021", description="host:port for /metrics and /healthz.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
