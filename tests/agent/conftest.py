@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -18,13 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
+from kubetrail.simulate.seq import SEQ_RE_BYTES
 from tests.agent.receiver import read_records
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SEQ = re.compile(
-    rb'(?:kt_seq=|"kt_seq":\s*"|"kubetrail\.io/seq":\s*"|"KT_SEQ":\s*")(?P<stream>[A-Za-z0-9._-]+):(?P<n>[0-9]+)'
-)  # the simulator's convention (kubetrail.simulate.seq), as bytes
+SEQ = SEQ_RE_BYTES  # the simulator's sequence-id convention (kubetrail.simulate.seq)
 
 
 def free_port() -> int:

@@ -78,7 +78,7 @@ class Harvester:
         self.finished_keys: set[str] = set()  # stream identities drained to the end of their file
         self.retired: list[FileTail] = []  # closed streams whose last chunks await acknowledgement
         self._unsaved: dict[str, Checkpoint] = {}
-        self._gz_fingerprints: dict[tuple[int, int], str | None] = {}
+        self._gz_info: dict[tuple[int, int], tuple[str | None, int | None]] = {}
         self.warned: set[tuple[str, str]] = set()
         self.ratelimit = RateLimiter(cfg.rate_limit.lines_per_sec, cfg.rate_limit.burst_lines)
         self._started = time.time()
@@ -137,10 +137,10 @@ class Harvester:
                 key = (st.st_dev, st.st_ino)
                 if key in self.tails or key in self.finished:
                     continue
-                if key not in self._gz_fingerprints:
-                    self._gz_fingerprints[key] = gzip_fingerprint(gz)
-                size = gzip_size(gz)
-                if self._gz_fingerprints[key] != cp.fingerprint or size is None:
+                if key not in self._gz_info:  # a .gz never changes: read its first line and size once
+                    self._gz_info[key] = (gzip_fingerprint(gz), gzip_size(gz))
+                fp, size = self._gz_info[key]
+                if fp != cp.fingerprint or size is None:
                     continue
                 if size == cp.offset % 2**32:
                     self.finished[key] = st.st_size  # fully shipped before it was compressed
@@ -407,6 +407,8 @@ class Harvester:
         for key in list(self.finished):
             if key not in on_disk:
                 del self.finished[key]
+        if len(self._gz_info) > 10_000:
+            self._gz_info.clear()
         live = {(t.dev, t.inode) for t in self.tails.values()} | set(self.finished)
         delete = []
         active = {t.key for t in self.tails.values()}
