@@ -70,7 +70,7 @@ def test_a_failing_step_stops_the_demo_and_says_where(tmp_path: Path) -> None:
     from rich.console import Console
 
     from kubetrail.demo import DemoContext, Step, run_demo
-    from kubetrail.demo_steps import DemoStepError
+    from kubetrail.demo.steps import DemoStepError
     from kubetrail.simulate import SimulationOptions
 
     ran: list[str] = []

@@ -2,7 +2,7 @@
 
 simulate (small, seeded) -> the formats' ``Parsing`` stage over every file, as the server parses what
 the agent ships -> the ``Detector`` with ``rules/`` -> alerts attributed to the ground truth
-(``truth.jsonl``) by the events they hold (``kubetrail.demo_score``).
+(``truth.jsonl``) by the events they hold (``kubetrail.demo.score``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from kubetrail.chunk import Chunk, FileIdentity, Origin
-from kubetrail.demo_score import event_evidence, score_alerts, seq_check, seq_counts
+from kubetrail.demo.score import event_evidence, score_alerts, seq_check, seq_counts
 from kubetrail.detect.alerts import AlertStore
 from kubetrail.detect.config import DetectConfig
 from kubetrail.detect.detector import Detector

@@ -66,9 +66,9 @@ STEPS: list[tuple[str, Step]] = [
 
 
 def _pipeline_steps() -> list[tuple[str, Step]]:
-    """agent -> server -> store -> hunt -> detections (``kubetrail.demo_steps``), when installed."""
+    """agent -> server -> store -> hunt -> detections (``kubetrail.demo.steps``), when installed."""
     try:
-        from kubetrail.demo_steps import PIPELINE_STEPS
+        from kubetrail.demo.steps import PIPELINE_STEPS
     except ImportError as exc:
         print(f"demo: pipeline steps unavailable ({exc}); simulating only")
         return []
@@ -94,7 +94,7 @@ def run_demo(ctx: DemoContext, steps: list[tuple[str, Step]] | None = None) -> D
             ctx.results.setdefault("timings", {})[title] = time.perf_counter() - started
             ctx.console.print(f"[dim]{title}: {time.perf_counter() - started:.1f} s[/dim]")
     finally:
-        stop = getattr(sys.modules.get("kubetrail.demo_steps"), "stop_all", None)
+        stop = getattr(sys.modules.get("kubetrail.demo.steps"), "stop_all", None)
         if stop is not None:
             stop(ctx)  # no server or agent outlives the demo
     ctx.console.print(f"[dim]demo: {time.perf_counter() - total:.1f} s[/dim]")

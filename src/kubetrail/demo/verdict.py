@@ -1,8 +1,8 @@
 """The demo's verdicts: lost / duplicated events by sequence id, and detections vs ``truth.jsonl``.
 
-They run after the server stopped gracefully (``kubetrail.demo_steps``): the store is opened directly
+They run after the server stopped gracefully (``kubetrail.demo.steps``): the store is opened directly
 (one row per sequence id needs more rows than a hunter's query cap), the alerts come from the server's
-alert database, and ``kubetrail.demo_score`` attributes each alert to attacks or to background noise.
+alert database, and ``kubetrail.demo.score`` attributes each alert to attacks or to background noise.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from kubetrail.demo import DemoContext
-    from kubetrail.demo_steps import ServerRun
+    from kubetrail.demo.steps import ServerRun
 
 __all__ = ["rule_origins", "step_detections", "step_lost_duplicated"]
 
@@ -33,8 +33,8 @@ def _open_store(server: ServerRun) -> Any:
 
 def step_lost_duplicated(ctx: DemoContext) -> None:
     """Every sequence id the agents read, counted in the store: lost = 0, duplicated = 0."""
-    from kubetrail.demo_score import seq_check, seq_counts
-    from kubetrail.demo_steps import DemoStepError
+    from kubetrail.demo.score import seq_check, seq_counts
+    from kubetrail.demo.steps import DemoStepError
     from kubetrail.simulate import load_manifest
 
     server: ServerRun | None = ctx.results.get("server")
@@ -79,8 +79,8 @@ def step_lost_duplicated(ctx: DemoContext) -> None:
 
 def step_detections(ctx: DemoContext) -> None:
     """For each attack of truth.jsonl: detected or not, by which rules and alerts; then alerts on noise."""
-    from kubetrail.demo_score import event_evidence, score_alerts
-    from kubetrail.demo_steps import DemoStepError
+    from kubetrail.demo.score import event_evidence, score_alerts
+    from kubetrail.demo.steps import DemoStepError
     from kubetrail.detect.alerts import AlertStore
 
     server: ServerRun | None = ctx.results.get("server")
@@ -144,7 +144,7 @@ def step_detections(ctx: DemoContext) -> None:
 
 def rule_origins(rule_dirs: list[str]) -> dict[str, tuple[str, list[str]]]:
     """Rule id -> (``pack`` for the project's ``rules/`` else the directory name, its ``falsepositives``)."""
-    from kubetrail.demo_steps import REPO
+    from kubetrail.demo.steps import REPO
     from kubetrail.detect.rules import rule_files
 
     out: dict[str, tuple[str, list[str]]] = {}

@@ -7,7 +7,7 @@ transform with the project's rule pack and, when present, SigmaHQ's Kubernetes a
 ``kubetrail agent`` per simulated node reading that node's tree from its head. Hunting queries go
 through the server's search API with a hunter token, like a hunter's client would. After the graceful
 stop the store is counted by sequence id (lost / duplicated) and every alert is attributed to the
-attacks of ``truth.jsonl`` or to background noise (``kubetrail.demo_score``).
+attacks of ``truth.jsonl`` or to background noise (``kubetrail.demo.score``).
 
 Each step records its results in ``ctx.results`` and raises :class:`DemoStepError` with a clear
 message when a part is missing or misbehaves; ``kubetrail.demo`` prints it and skips the steps that
@@ -45,7 +45,7 @@ __all__ = [
     "step_stored",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SIGMAHQ_DIR = REPO.parent / "shared" / "data" / "sigma-kubernetes-audit"
 # globs of one node's tree (relative to it) per agent source; journald needs a real journal (see docs)
 NODE_SOURCES = {
@@ -426,7 +426,7 @@ def stop_all(ctx: DemoContext) -> None:
 
 
 # the verdict steps read what the processes above left behind (they import this module's types)
-from kubetrail.demo_verdict import step_detections, step_lost_duplicated  # noqa: E402
+from kubetrail.demo.verdict import step_detections, step_lost_duplicated  # noqa: E402
 
 PIPELINE_STEPS = [
     ("kubetrail server", step_server),
