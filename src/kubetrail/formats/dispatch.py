@@ -39,7 +39,7 @@ from kubetrail.formats.base import Parser, get_parser_class, parser_names
 from kubetrail.formats.container import ContainerParser, Events, fallback_batch, receive_seconds
 from kubetrail.formats.multiline import Multiline
 from kubetrail.formats.partials import Pieces
-from kubetrail.formats.paths import dataset_for, parse_pod_path
+from kubetrail.formats.paths import dataset_for, node_file_format, parse_pod_path
 from kubetrail.formats.payload import PAYLOAD_KINDS, extract_payload
 from kubetrail.schema import empty_batch
 
@@ -208,6 +208,8 @@ class Parsing:
         if fmt is None:
             if origin.source == "container":
                 fmt = "docker" if chunk.data[:1] == b"{" else "cri"
+            elif origin.source == "file":
+                fmt = node_file_format(origin.path)
             else:
                 fmt = _SOURCE_FORMATS.get(origin.source, origin.source)
         return fmt, mode, patterns

@@ -13,7 +13,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["CONTROL_PLANE_CONTAINERS", "PodPath", "dataset_for", "parse_pod_path"]
+__all__ = [
+    "CONTROL_PLANE_CONTAINERS",
+    "SYSLOG_FILE_NAMES",
+    "PodPath",
+    "dataset_for",
+    "node_file_format",
+    "parse_pod_path",
+]
 
 _PODS = re.compile(
     r"(?:^|/)pods/(?P<ns>[^/_]+)_(?P<pod>[^/_]+)_(?P<uid>[^/_]+)/(?P<container>[^/]+)/"
@@ -21,6 +28,11 @@ _PODS = re.compile(
 )
 _CONTAINERS = re.compile(
     r"(?:^|/)containers/(?P<pod>[^/_]+)_(?P<ns>[^/_]+)_(?P<container>[^/]+)-(?P<cid>[0-9a-f]{64})\.log$"
+)
+# Files syslog daemons write (Debian/Ubuntu and RHEL names), also rotated: syslog.1, messages-20260101
+SYSLOG_FILE_NAMES = ("syslog", "messages", "kern.log", "auth.log", "daemon.log", "user.log", "secure", "cron")
+_SYSLOG_FILE = re.compile(
+    r"(?:^|/)(?:" + "|".join(re.escape(n) for n in SYSLOG_FILE_NAMES) + r")(?:[.-][\w.-]*)?$"
 )
 CONTROL_PLANE_CONTAINERS = frozenset(
     {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "cloud-controller-manager"}
@@ -79,3 +91,11 @@ def dataset_for(pod: PodPath | None, source: str) -> str:
     return {"journald": "node", "klog": "node", "file": "node", "controlplane": "controlplane"}.get(
         source, source
     )
+
+
+@lru_cache(maxsize=4096)
+def node_file_format(path: str | None) -> str:
+    """Parser of a plain node file (agent source ``file``): ``syslog`` for the files syslog daemons
+    write (``/var/log/syslog``, ``/var/log/messages``, ...), else ``nodelog`` (klog / logfmt / JSON /
+    plain text sniffed per line: kubelet.log, kube-proxy.log, containerd.log, ...)."""
+    return "syslog" if path and _SYSLOG_FILE.search(path) else "nodelog"
