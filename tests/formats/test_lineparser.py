@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -60,15 +62,16 @@ def test_tail_is_carried_to_the_next_contiguous_chunk() -> None:
     assert second.column("event.parse_error").null_count == 2
 
 
-def test_flush_force_emits_the_tail_flagged_truncated() -> None:
+def test_flush_force_emits_the_tail_flagged_incomplete_line() -> None:
     parser = KlogParser()
     parser.parse(Chunk(origin(0), LINE + b"I0505 17:59:41.0 1 a.go:1] cut"), NOW)
     out = parser.flush(NOW, force=True)
     row = out.to_pylist()[0]
-    assert row["event.parse_error"] == "truncated"
+    assert row["event.parse_error"] == "incomplete_line"
     assert row["message"] == "cut"  # parsed as far as possible
     assert row["log.offset"] == len(LINE)
-    assert parser.stats["error.truncated"] == 1
+    assert parser.stats["error.incomplete_line"] == 1
+    assert "error.truncated" not in parser.stats  # truncated means capped at a maximum size
     assert parser.flush(NOW, force=True).num_rows == 0
 
 
@@ -77,9 +80,9 @@ def test_timed_flush_and_the_rest_of_the_line_both_flagged() -> None:
     parser.parse(Chunk(origin(0), b"I0505 17:59:41.0 1 a.go:1] first half"), NOW)
     assert parser.flush(NOW + timedelta(seconds=1)).num_rows == 0
     flushed = parser.flush(NOW + timedelta(seconds=6))
-    assert flushed.column("event.parse_error").to_pylist() == ["truncated"]
+    assert flushed.column("event.parse_error").to_pylist() == ["incomplete_line"]
     rest = parser.parse(Chunk(origin(37), b" second half\n" + LINE), NOW)
-    assert rest.column("event.parse_error").to_pylist()[0] == "truncated,bad_format"
+    assert rest.column("event.parse_error").to_pylist()[0] == "incomplete_line,bad_format"
     assert rest.column("log.offset").to_pylist() == [37, 50]
     assert rest.column("event.parse_error").to_pylist()[1] is None
 
@@ -88,7 +91,7 @@ def test_a_gap_emits_the_stale_tail() -> None:
     parser = KlogParser()
     parser.parse(Chunk(origin(0), b"I0505 17:59:41.0 1 a.go:1] lost"), NOW)
     out = parser.parse(Chunk(origin(5000), LINE), NOW)
-    assert out.column("event.parse_error").to_pylist() == ["stream_gap", None]
+    assert out.column("event.parse_error").to_pylist() == ["incomplete_line,stream_gap", None]
     assert out.column("log.offset").to_pylist() == [0, 5000]
 
 
@@ -155,3 +158,21 @@ def test_internal_errors_keep_the_lines(monkeypatch: pytest.MonkeyPatch) -> None
     assert "kaboom" in out[0]["error.message"]
     assert out[0]["message"] == LINE.decode().rstrip("\n")
     assert parser.stats["error.internal_error"] == 1
+
+
+def test_an_overflowing_tail_flushed_is_also_line_too_long() -> None:
+    parser = KlogParser(max_line_bytes=16)
+    parser.parse(Chunk(origin(0), b"I0505 17:59:41.0 1 a.go:1] no newline"), NOW)
+    row = parser.flush(NOW, force=True).to_pylist()[0]
+    assert row["event.parse_error"] == "incomplete_line,line_too_long,bad_format"
+
+
+def test_aliases_resolve_from_a_fresh_process() -> None:
+    code = (
+        "from kubetrail.formats.base import get_parser_class, parser_names;"
+        "assert get_parser_class('syslog5424').name == 'syslog5424';"
+        "assert get_parser_class('syslog3164').name == 'syslog3164';"
+        "assert get_parser_class('nodelog').name == 'nodelog';"
+        "assert {'syslog5424', 'journald'} <= set(parser_names())"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

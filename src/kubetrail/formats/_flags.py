@@ -16,10 +16,12 @@ import pyarrow.compute as pc
 
 __all__ = ["REASONS", "Flags"]
 
-# Stable reason codes, most serious first. Documented in docs/formats-node-and-audit.md.
+# Stable reason codes, most serious first. Documented in docs/formats.md.
 REASONS: tuple[str, ...] = (
     "internal_error",  # the vectorized path failed; the raw line is kept
-    "truncated",  # unterminated line flushed, or the rest of such a line
+    "truncated",  # capped at a maximum size (container parsers' reassembly; not used by LineParser)
+    "partial_timeout",  # container parsers: a partial line without its final piece, emitted
+    "incomplete_line",  # unterminated line flushed, or the later rest of such a line
     "stream_gap",  # a chunk did not continue where the carried tail ended: the tail, emitted
     "line_too_long",  # cut at the parser's max_line_bytes
     "bad_json",  # JSON formats: the line is not JSON (fields salvaged where possible)

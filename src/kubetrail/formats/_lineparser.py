@@ -4,8 +4,10 @@ Subclasses (klog, syslog, journald, audit) only turn a column of decoded lines i
 base does what every one of them needs and must do the same way:
 
 * the unterminated tail of a chunk waits (per ``origin.stream_key()``) for the next contiguous chunk;
-  ``flush`` emits tails older than ``tail_timeout_secs`` (all with ``force``) flagged ``truncated``,
-  and the rest of such a line, when it arrives later, is flagged ``truncated`` too;
+  ``flush`` emits tails older than ``tail_timeout_secs`` (all with ``force``) flagged
+  ``incomplete_line``, and the rest of such a line, when it arrives later, is flagged
+  ``incomplete_line`` too; a tail that the next chunk does not continue is emitted flagged
+  ``stream_gap`` and ``incomplete_line`` (the same codes as the container parsers' ``LineCarry``);
 * lines longer than ``max_line_bytes`` are cut and flagged ``line_too_long`` — also when the line
   spans many chunks, whose middle is then never buffered (memory stays bounded);
 * invalid UTF-8 and NUL bytes are replaced by U+FFFD and flagged;
@@ -147,7 +149,11 @@ class LineParser(Parser):
             )
             framed.flag("internal_error", 0, f"framing failed: {exc!r}")
         if stale is not None:
-            batches.append(self._emit_tail(stale, now, "a later chunk did not continue it", "stream_gap"))
+            batches.append(
+                self._emit_tail(
+                    stale, now, "a later chunk did not continue it", ("stream_gap", "incomplete_line")
+                )
+            )
         if len(framed.lines):
             batches.append(self.build(framed.lines, framed.offsets, chunk.origin, now, framed.flagged))
         return _concat(batches)
@@ -208,7 +214,7 @@ class LineParser(Parser):
                     "line_too_long", row, f"line of {lengths[row]} bytes cut to {self.max_line_bytes}"
                 )
         if continues_orphan and len(lines) and carried is None:
-            framed.flag("truncated", 0, "rest of a line whose start was flushed earlier")
+            framed.flag("incomplete_line", 0, "rest of a line whose start was flushed earlier")
         if rest:
             self._tails[key] = _Tail(
                 origin,
@@ -219,9 +225,13 @@ class LineParser(Parser):
             )
         return framed, stale
 
-    def _emit_tail(self, tail: _Tail, now: datetime, why: str, reason: str = "truncated") -> pa.RecordBatch:
+    def _emit_tail(
+        self, tail: _Tail, now: datetime, why: str, reasons: tuple[str, ...] = ("incomplete_line",)
+    ) -> pa.RecordBatch:
         detail = f"unterminated line of {len(tail.head) + tail.dropped} bytes ({why})"
-        flagged = {reason: ([0], [detail])}
+        flagged = {reason: ([0], [detail]) for reason in reasons}
+        if tail.dropped:
+            flagged["line_too_long"] = ([0], [f"kept the first {len(tail.head)} bytes"])
         return self.build(
             pa.array([tail.head], pa.binary()), np.array([tail.start]), tail.origin, now, flagged
         )

@@ -8,6 +8,7 @@ raises for bad input: it returns events with ``event.parse_error`` set.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import ClassVar, TypeVar
@@ -15,6 +16,7 @@ from typing import ClassVar, TypeVar
 import pyarrow as pa
 
 from kubetrail.chunk import Chunk
+from kubetrail.formats import BUILTIN_PARSERS
 from kubetrail.schema import empty_batch
 
 __all__ = ["Parser", "get_parser_class", "parser_names", "register_parser"]
@@ -47,11 +49,15 @@ def register_parser(name: str) -> Callable[[P], P]:
 
 
 def get_parser_class(name: str) -> type[Parser]:
+    """The class registered under ``name``; a built-in one (or alias) is imported on first use."""
+    if name not in _PARSERS and name in BUILTIN_PARSERS:
+        importlib.import_module(f"kubetrail.formats.{BUILTIN_PARSERS[name]}")
     try:
         return _PARSERS[name]
     except KeyError:
-        raise KeyError(f"unknown format {name!r} (known: {', '.join(sorted(_PARSERS))})") from None
+        raise KeyError(f"unknown format {name!r} (known: {', '.join(parser_names())})") from None
 
 
 def parser_names() -> list[str]:
-    return sorted(_PARSERS)
+    """Registered names plus the built-in ones not imported yet."""
+    return sorted({*_PARSERS, *BUILTIN_PARSERS})

@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kubetrail.chunk import Chunk, Origin
 from kubetrail.config import register_section
-from kubetrail.formats import BUILTIN_PARSER_MODULES
 from kubetrail.formats.base import Parser, get_parser_class, parser_names
 from kubetrail.formats.container import ContainerParser, Events, fallback_batch, receive_seconds
 from kubetrail.formats.multiline import Multiline
@@ -109,7 +108,7 @@ class ParserOverride(BaseModel):
     @field_validator("parser")
     @classmethod
     def _known_parser(cls, value: str) -> str:
-        known = {*PAYLOAD_MODES, *BUILTIN_PARSER_MODULES, *parser_names()}
+        known = {*PAYLOAD_MODES, *parser_names()}
         if value not in known:
             raise ValueError(f"unknown parser {value!r} (one of {', '.join(sorted(known))})")
         return value
@@ -150,12 +149,7 @@ register_section("formats", FormatsConfig)
 
 def load_parser_class(name: str) -> type[Parser]:
     """The registered parser class, importing its built-in module on first use."""
-    try:
-        return get_parser_class(name)
-    except KeyError:
-        if name in BUILTIN_PARSER_MODULES:
-            importlib.import_module(f"kubetrail.formats.{name}")
-        return get_parser_class(name)
+    return get_parser_class(name)
 
 
 def _build(cls: type[Parser], config: FormatsConfig) -> Parser:
