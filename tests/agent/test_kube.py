@@ -226,3 +226,51 @@ def test_unreachable_api_falls_back_and_retries(tmp_path: Path, caplog: pytest.L
     with caplog.at_level("WARNING", logger="kubetrail.agent.kube"):
         asyncio.run(scenario())
     assert any("path metadata only" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_parser_annotation_is_passed_to_the_server_dispatch(tmp_path: Path) -> None:
+    """``kubetrail.io/parser`` on a pod reaches the origin metadata under the key the server reads.
+
+    Against the protocol-faithful test API server (the real Kubernetes API cannot run here)."""
+    from kubetrail.agent.kube import PARSER_METADATA_KEY
+    from kubetrail.chunk import Chunk, Origin
+    from kubetrail.formats.dispatch import ANNOTATION_KEY, Parsing
+
+    assert PARSER_METADATA_KEY == ANNOTATION_KEY
+    fake = FakeKubeAPI()
+    fake.add("namespaces", namespace("shop"))
+    fake.add("pods", pod("legacy", "uid-legacy", "shop", annotations={"kubetrail.io/parser": "logfmt"}))
+    fake.add("pods", pod("plain", "uid-plain", "shop", annotations={"team": "x"}))
+    fake.start()
+
+    async def scenario() -> None:
+        kube = KubeMetadata(_cfg(tmp_path, f"http://127.0.0.1:{fake.port}"), Metrics())
+        task = asyncio.create_task(kube.run())
+        try:
+            await _until(lambda: {"uid-legacy", "uid-plain"} <= kube.pods.keys())
+            legacy_path = path("shop", "legacy", "uid-legacy")
+            meta, excluded, _ = kube.lookup(legacy_path, "container")
+            assert meta[ANNOTATION_KEY] == "logfmt" and not excluded
+            # only when the pod has the annotation
+            assert ANNOTATION_KEY not in kube.lookup(path("shop", "plain", "uid-plain"), "container")[0]
+            # the server's dispatcher picks it up from exactly this metadata
+            origin = Origin(node="node-a", source="container", path=legacy_path, metadata=meta)
+            assert Parsing().choose(Chunk(origin, b""))[1] == "logfmt"
+            # a change through the watch follows; removing the annotation removes the key
+            fake.modify(
+                "pods",
+                "uid-legacy",
+                lambda o: o["metadata"]["annotations"].update({"kubetrail.io/parser": "json"}),
+            )
+            await _until(lambda: kube.lookup(legacy_path, "container")[0].get(ANNOTATION_KEY) == "json")
+            fake.modify("pods", "uid-legacy", lambda o: o["metadata"].pop("annotations"))
+            await _until(lambda: ANNOTATION_KEY not in kube.lookup(legacy_path, "container")[0])
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        fake.stop()

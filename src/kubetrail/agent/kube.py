@@ -9,6 +9,9 @@
   Job -> CronJob (one cached GET each).
 * ``kubetrail.io/exclude: "true"`` on the pod or its namespace excludes all its containers;
   ``kubetrail.io/exclude-containers: a,b`` excludes those containers.
+* ``kubetrail.io/parser: <format or payload mode>`` on a pod is passed on (only when present) as
+  ``origin.metadata["kubernetes.annotations.kubetrail.io/parser"]``, where the server's parser dispatch
+  (``kubetrail.formats.dispatch.ANNOTATION_KEY``) reads it; the agent never validates or applies it.
 * Without API access (no service account, or the API refuses) the agent runs on path metadata alone
   and says so once; it keeps retrying in the background.
 """
@@ -27,12 +30,24 @@ import orjson
 from kubetrail.agent.config import AgentConfig
 from kubetrail.agent.metrics import Metrics
 
-__all__ = ["EXCLUDE", "EXCLUDE_CONTAINERS", "KubeMetadata", "PodInfo", "parse_pod_path"]
+__all__ = [
+    "EXCLUDE",
+    "EXCLUDE_CONTAINERS",
+    "PARSER",
+    "PARSER_METADATA_KEY",
+    "KubeMetadata",
+    "PodInfo",
+    "parse_pod_path",
+]
 
 log = logging.getLogger("kubetrail.agent.kube")
 
 EXCLUDE = "kubetrail.io/exclude"
 EXCLUDE_CONTAINERS = "kubetrail.io/exclude-containers"
+PARSER = "kubetrail.io/parser"
+# Same value as kubetrail.formats.dispatch.ANNOTATION_KEY (a test checks); not imported from there because
+# the agent must not import pyarrow.
+PARSER_METADATA_KEY = f"kubernetes.annotations.{PARSER}"
 _STARTUP_WAIT_SECS = 10.0
 _NEW_POD_WAIT_SECS = 5.0
 _POD_PATH = re.compile(r"/pods/([^/_]+)_([^/_]+)_([^/]+)/([^/]+)/(\d+)\.log")
@@ -143,6 +158,9 @@ class KubeMetadata:
             meta["kubernetes.serviceaccount.name"] = pod.service_account
         if container in pod.images:
             meta["container.image.name"] = pod.images[container]
+        parser = pod.annotations.get(PARSER, "").strip()
+        if parser:
+            meta[PARSER_METADATA_KEY] = parser
         if pod.annotations.get(EXCLUDE, "").lower() == "true":
             excluded = True
         excluded_containers = {c.strip() for c in pod.annotations.get(EXCLUDE_CONTAINERS, "").split(",")}
