@@ -22,7 +22,6 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from kubetrail.errors import QueryError, StorageError
 from kubetrail.schema import SCHEMA
@@ -31,7 +30,7 @@ from kubetrail.store.config import StoreConfig
 from kubetrail.store.dedup import SeenSets, first_occurrences, ids_hashes
 from kubetrail.store.engine import QueryRun, ScanSet, prune_segments, sql_literal
 from kubetrail.store.readonly import query_api, validate_read_only
-from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, write_segment
+from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, read_segment, write_segment
 from kubetrail.store.tail import Tail
 from kubetrail.store.times import to_ns
 from kubetrail.store.tokens import BloomFilter, needle_hashes
@@ -142,7 +141,7 @@ class Store:
         return [str(self.root / s.path) for s in self.catalog.segments(partition=partition_name(hour))]
 
     def _load_hour_hashes(self, hour: int) -> np.ndarray:
-        parts = [ids_hashes(pq.read_table(f, columns=["event.id"]).column(0)) for f in self._hour_files(hour)]
+        parts = [ids_hashes(read_segment(f, ["event.id"]).column(0)) for f in self._hour_files(hour)]
         tail, _ = self.tail.snapshot()
         if tail.num_rows:
             in_hour = pc.equal(pc.divide(pc.cast(tail.column("@timestamp"), pa.int64()), HOUR_NS), hour)
@@ -157,7 +156,7 @@ class Store:
             tail_ids = tail.column("event.id")
             found |= set(tail_ids.filter(pc.is_in(tail_ids, value_set=candidates)).to_pylist())
         for f in self._hour_files(hour):
-            seg_ids = pq.read_table(f, columns=["event.id"]).column(0)
+            seg_ids = read_segment(f, ["event.id"]).column(0)
             found |= set(seg_ids.filter(pc.is_in(seg_ids, value_set=candidates)).to_pylist())
         return found
 

@@ -14,6 +14,7 @@ saves the ~30-60 ms a new database costs.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kubetrail.errors import QueryCancelled, QueryError, QueryTimeout
 from kubetrail.store.catalog import SegmentInfo
 from kubetrail.store.config import QueryLimits
+from kubetrail.store.segments import ID_PREFIX_COLUMN, event_id_sql
 from kubetrail.store.tokens import BloomFilter
 
 __all__ = ["QueryRun", "ScanSet", "prune_segments", "sql_literal"]
@@ -33,6 +36,15 @@ __all__ = ["QueryRun", "ScanSet", "prune_segments", "sql_literal"]
 
 def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+@functools.lru_cache(maxsize=8192)
+def _has_id_prefix(path: str) -> bool:
+    """Whether a segment stores ``event.id`` split (segments are immutable, so a path's answer holds)."""
+    try:
+        return ID_PREFIX_COLUMN in pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return False  # unreadable: read_parquet reports it with the file name
 
 
 def _ts(ns: int) -> str:
@@ -111,7 +123,12 @@ class QueryRun:
         for files, union in scan.file_groups():
             listed = ", ".join(sql_literal(f) for f in files)
             by_name = "union_by_name = true, " if union else ""
-            parts.append(f"SELECT * FROM read_parquet([{listed}], {by_name}hive_partitioning = false){where}")
+            # a schema group is homogeneous: its first file tells; a by-name union has the column if any has
+            split = any(map(_has_id_prefix, files)) if union else _has_id_prefix(files[0])
+            select = event_id_sql() if split else "*"
+            parts.append(
+                f"SELECT {select} FROM read_parquet([{listed}], {by_name}hive_partitioning = false){where}"
+            )
         parts.append(f'SELECT * FROM "__tail_{relation}"{where}')
         self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{relation}" AS ' + " UNION ALL BY NAME ".join(parts))
         if sandbox:

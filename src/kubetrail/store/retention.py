@@ -25,7 +25,7 @@ from kubetrail.schema import from_pylist
 from kubetrail.store.catalog import Hold, SegmentInfo
 from kubetrail.store.config import RetentionPolicy
 from kubetrail.store.engine import sql_literal
-from kubetrail.store.segments import HOUR_NS, write_segment
+from kubetrail.store.segments import HOUR_NS, read_segment, write_segment
 
 if TYPE_CHECKING:
     from kubetrail.store.core import Store
@@ -330,7 +330,7 @@ def compact(store: Store, now_ns: int | None = None) -> int:
 
 
 def _merge(store: Store, segments: list[SegmentInfo], now_ns: int) -> SegmentInfo:
-    tables = [pq.read_table(store.root / s.path) for s in segments]
+    tables = [read_segment(store.root / s.path) for s in segments]
     table = pa.concat_tables(tables, promote_options="default")
     cfg = store.config
     hour = segments[0].min_ts // HOUR_NS
@@ -342,6 +342,7 @@ def _merge(store: Store, segments: list[SegmentInfo], now_ns: int) -> SegmentInf
         cfg.compaction.zstd_level,
         cfg.row_group_rows,
         cfg.bloom_bits_per_key,
+        cfg.compaction.text_zstd_level,
     )
     with store.catalog.transaction() as db:
         store.catalog.insert_segment(db, info, bloom)

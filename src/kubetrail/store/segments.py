@@ -25,11 +25,16 @@ from kubetrail.store.tokens import BloomFilter, build_bloom, segment_token_hashe
 
 __all__ = [
     "HOUR_NS",
+    "ID_PREFIX_COLUMN",
     "STAT_COLUMNS",
+    "event_id_sql",
     "hour_of",
+    "join_event_id",
     "partition_dir",
     "partition_name",
+    "read_segment",
     "segment_info",
+    "split_event_id",
     "write_parquet",
     "write_segment",
 ]
@@ -57,6 +62,69 @@ def partition_dir(hour: int) -> str:
 
 
 DELTA_BYTES_COLUMNS = frozenset({"event.id"})
+# Random ids (uuids) do not repeat: a dictionary only adds its index (measured -8 % on the audit id).
+PLAIN_COLUMNS = frozenset({"kubernetes.audit.auditID"})
+# Free text: a higher zstd level pays off here and costs little elsewhere (see ``text_zstd_level``).
+TEXT_COLUMNS = frozenset({"message", "attributes"})
+
+# ``event.id`` of a file-tailed line is ``<prefix of the file>-<log.offset>``: the prefix repeats for
+# every line of a file and the offset is already stored, so segments keep only the prefix
+# (dictionary-encoded) and null ids; ``event.id`` is recomposed on read (``join_event_id`` /
+# ``event_id_sql``). Ids of another shape are stored as they are. Measured: -0.55 MB (-6 %) on the
+# 266k-event simulator corpus.
+ID_PREFIX_COLUMN = "_kt.event_id_prefix"
+_ID_SHAPE = r"^(?P<prefix>.*)-(?P<offset>[0-9]+)$"
+
+
+def split_event_id(table: pa.Table) -> pa.Table:
+    """Replace ids equal to ``<prefix>-<log.offset>`` by null plus the prefix in ``ID_PREFIX_COLUMN``."""
+    table = join_event_id(table)
+    if "event.id" not in table.column_names or "log.offset" not in table.column_names:
+        return table
+    ids = table.column("event.id")
+    parts = pc.extract_regex(ids, _ID_SHAPE)
+    offset_text = pc.cast(table.column("log.offset"), pa.string())
+    same = pc.fill_null(pc.equal(parts.combine_chunks().field("offset"), offset_text), False)
+    prefix = pc.if_else(same, parts.combine_chunks().field("prefix"), pa.scalar(None, pa.string()))
+    stored = pc.if_else(same, pa.scalar(None, ids.type), ids)
+    table = table.set_column(table.column_names.index("event.id"), table.schema.field("event.id"), stored)
+    return table.append_column(pa.field(ID_PREFIX_COLUMN, pa.string()), prefix)
+
+
+def join_event_id(table: pa.Table) -> pa.Table:
+    """The inverse of ``split_event_id``: full ids back in ``event.id``, no prefix column."""
+    if ID_PREFIX_COLUMN not in table.column_names:
+        return table
+    prefix = table.column(ID_PREFIX_COLUMN)
+    table = table.drop_columns([ID_PREFIX_COLUMN])
+    if "event.id" not in table.column_names or "log.offset" not in table.column_names:
+        return table
+    offset_text = pc.cast(table.column("log.offset"), pa.string())
+    composed = pc.binary_join_element_wise(prefix, offset_text, "-")
+    field = table.schema.field("event.id")
+    ids = pc.coalesce(table.column("event.id"), pc.cast(composed, field.type))
+    return table.set_column(table.column_names.index("event.id"), field, ids)
+
+
+def event_id_sql() -> str:
+    """DuckDB select list that recomposes ``event.id`` from a segment's columns (see above)."""
+    return (
+        f'* EXCLUDE ("{ID_PREFIX_COLUMN}") REPLACE (coalesce("event.id", "{ID_PREFIX_COLUMN}" '
+        """|| '-' || CAST("log.offset" AS VARCHAR)) AS "event.id")"""
+    )
+
+
+def read_segment(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a segment (or some columns of it) with ``event.id`` recomposed."""
+    if columns is None:
+        return join_event_id(pq.read_table(path))
+    names = set(pq.read_schema(path).names)
+    wanted = list(columns)
+    if "event.id" in columns and ID_PREFIX_COLUMN in names:
+        wanted += [c for c in ("log.offset", ID_PREFIX_COLUMN) if c not in wanted]
+    return join_event_id(pq.read_table(path, columns=wanted)).select(columns)
+
+
 # High-cardinality keyword columns hunters look up by equality: a Parquet Bloom filter per row group
 # lets DuckDB skip row groups inside a segment (measured: a pod-uid / IP lookup about 2x faster).
 PARQUET_BLOOM_COLUMNS = (
@@ -77,12 +145,22 @@ def _encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str]]:
             encodings[field.name] = "DELTA_BINARY_PACKED"
         elif field.name in DELTA_BYTES_COLUMNS:
             encodings[field.name] = "DELTA_BYTE_ARRAY"
+        elif field.name in PLAIN_COLUMNS:
+            encodings[field.name] = "PLAIN"
     return [f.name for f in schema if f.name not in encodings], encodings
 
 
-def write_parquet(table: pa.Table, dest: Path, zstd_level: int, row_group_rows: int) -> int:
-    """Write atomically (temp file, fsync, rename); returns the file size."""
+def write_parquet(
+    table: pa.Table, dest: Path, zstd_level: int, row_group_rows: int, text_zstd_level: int | None = None
+) -> int:
+    """Write atomically (temp file, fsync, rename); returns the file size.
+
+    ``text_zstd_level`` (default: ``zstd_level``) applies to ``message`` and ``attributes``.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    levels: int | dict[str, int] = zstd_level
+    if text_zstd_level is not None and text_zstd_level != zstd_level:
+        levels = {c: text_zstd_level if c in TEXT_COLUMNS else zstd_level for c in table.column_names}
     dictionary_columns, encodings = _encodings(table.schema)
     ndv = max(1024, min(row_group_rows, table.num_rows) // 2)
     blooms = {c: {"ndv": ndv, "fpp": 0.01} for c in PARQUET_BLOOM_COLUMNS if c in table.column_names}
@@ -92,7 +170,7 @@ def write_parquet(table: pa.Table, dest: Path, zstd_level: int, row_group_rows: 
             table,
             fh,
             compression="zstd",
-            compression_level=zstd_level,
+            compression_level=levels,
             use_dictionary=dictionary_columns,
             column_encoding=encodings,
             bloom_filter_options=blooms or None,
@@ -118,8 +196,16 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def segment_info(table: pa.Table, segment_id: str, rel_path: str, hour: int, nbytes: int) -> SegmentInfo:
-    """Catalog facts about a segment's rows (vectorized: min/max, distinct sets, group sizes)."""
+def segment_info(
+    table: pa.Table,
+    segment_id: str,
+    rel_path: str,
+    hour: int,
+    nbytes: int,
+    file_schema: pa.Schema | None = None,
+) -> SegmentInfo:
+    """Catalog facts about a segment's rows (vectorized: min/max, distinct sets, group sizes);
+    ``file_schema``: the schema as written, when it differs from ``table``'s."""
     ts = pc.min_max(table.column("@timestamp"))
     stats: dict[str, list[object]] = {}
     for name in STAT_COLUMNS:
@@ -139,7 +225,7 @@ def segment_info(table: pa.Table, segment_id: str, rel_path: str, hour: int, nby
         datasets=_distinct_or_none(table.column("event.dataset")),
         namespaces=_distinct_or_none(table.column("kubernetes.namespace")),
         stats=stats,
-        schema_fp=schema_fingerprint(table.schema),
+        schema_fp=schema_fingerprint(file_schema or table.schema),
         groups=list(
             zip(
                 groups.column("event.dataset").to_pylist(),
@@ -159,12 +245,14 @@ def write_segment(
     zstd_level: int = 3,
     row_group_rows: int = 65_536,
     bloom_bits_per_key: int = 10,
+    text_zstd_level: int | None = None,
 ) -> tuple[SegmentInfo, BloomFilter]:
     """Sort, write and describe one segment of rows that all fall into ``hour``.
 
     The token index is built in a second thread while the rows are sorted and written (numpy and
     Arrow release the GIL): on two cores this hides most of its cost.
     """
+    table = join_event_id(table)
     with ThreadPoolExecutor(max_workers=1) as pool:
         tokens = pool.submit(segment_token_hashes, table)
         keys = [(c, "ascending") for c in sort_by if c in table.column_names]
@@ -172,7 +260,8 @@ def write_segment(
             table = table.sort_by(keys)
         segment_id = uuid.uuid4().hex
         rel = f"{partition_dir(hour)}/{segment_id}.parquet"
-        nbytes = write_parquet(table, root / rel, zstd_level, row_group_rows)
-        info = segment_info(table, segment_id, rel, hour, nbytes)
+        stored = split_event_id(table)
+        nbytes = write_parquet(stored, root / rel, zstd_level, row_group_rows, text_zstd_level)
+        info = segment_info(table, segment_id, rel, hour, nbytes, stored.schema)
         bloom = build_bloom(tokens.result(), bits_per_key=bloom_bits_per_key)
     return info, bloom
