@@ -54,6 +54,8 @@ class Agent:
             "container": cfg.sources.container_globs,
             "audit": cfg.sources.audit_globs,
             "file": cfg.sources.file_globs,
+            # `journalctl -o json` exports: tailed like any file, parsed by the server's journald parser
+            "journald": cfg.sources.journal_export_globs,
         }
         self.discovery = Discovery({k: v for k, v in sources.items() if v})
         self.journald = None

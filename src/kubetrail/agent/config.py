@@ -102,6 +102,10 @@ class SourcesConfig(_Model):
         ],
         description="Plain node log files.",
     )
+    journal_export_globs: list[str] = Field(
+        default_factory=list,
+        description="Files of `journalctl -o json` lines (journal exports), shipped as source journald.",
+    )
     journald: JournaldConfig = Field(default_factory=lambda: JournaldConfig())
 
 
