@@ -47,11 +47,13 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[3]
 SIGMAHQ_DIR = REPO.parent / "shared" / "data" / "sigma-kubernetes-audit"
-# globs of one node's tree (relative to it) per agent source; journald needs a real journal (see docs)
+# globs of one node's tree (relative to it) per agent source; the simulator's journal is written as
+# `journalctl -o json` exports, which the agent tails as source journald (journal_export_globs)
 NODE_SOURCES = {
     "container_globs": ["var/log/pods/*/*/*.log"],
     "audit_globs": ["var/log/kubernetes/audit/audit.log"],
     "file_globs": ["var/log/syslog", "var/log/kubelet.log", "var/log/containerd.log"],
+    "journal_export_globs": ["journal/*.json"],
 }
 HUNTS = (
     (
@@ -327,8 +329,8 @@ def step_agents(ctx: DemoContext) -> None:
         f"{total / 1e6:,.1f} MB shipped in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):,.1f} MB/s)"
     )
     ctx.console.print(
-        "[dim]journald: the simulator writes `journalctl -o json` exports (journal/*.json), not a journal "
-        "the agent's journalctl can read, so the demo does not ship them[/dim]"
+        "[dim]journald: the simulator's `journalctl -o json` exports (journal/*.json) are shipped through "
+        "the agent's journal_export_globs as source journald (the live journalctl source is off)[/dim]"
     )
 
 
