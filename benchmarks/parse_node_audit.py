@@ -202,14 +202,18 @@ def bench_journald(n: int, directory: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small corpora (< 50 s on 2 cores)")
+    parser.add_argument("--only", default="", help="comma-separated subset: audit,klog,syslog,journald")
     args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
     audit_n, lines_n = (100_000, 300_000) if args.quick else (1_000_000, 2_000_000)
     result: dict[str, float | str] = {"mode": "quick" if args.quick else "full"}
     with tempfile.TemporaryDirectory(prefix="kubetrail-bench-") as tmp:
         directory = Path(tmp)
-        result.update(bench_audit(audit_n, directory))
-        for bench in (bench_klog, bench_syslog, bench_journald):
-            result.update(bench(lines_n, directory))
+        if not only or "audit" in only:
+            result.update(bench_audit(audit_n, directory))
+        for name, bench in (("klog", bench_klog), ("syslog", bench_syslog), ("journald", bench_journald)):
+            if not only or name in only:
+                result.update(bench(lines_n, directory))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
 

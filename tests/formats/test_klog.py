@@ -156,3 +156,24 @@ def test_lossless_under_any_chunk_split(lines: list[bytes], data: st.DataObject)
 @given(st.binary(max_size=300) | st.lists(_klog_line | mutations(_klog_line), max_size=5).map(b"\n".join))
 def test_fuzz_never_raises(data: bytes) -> None:
     check_fuzz(KlogParser, data, "klog")
+
+
+def test_structured_values_of_every_kind() -> None:
+    line = (
+        b'I0505 17:59:40.692994 1 a.go:1] "line\\nbreak \\u00e9" pods=["kube-system/a","b"] '
+        b'go={Name:app Attempt:0} hex="\\x41" lead=01 neg=-2.5 t=true bare=a\\b  k2="x=1 y=2"\n'
+        b'I0505 17:59:40.692994 1 a.go:1] "unterminated message k=v\n'
+    )
+    first, second = parse(line)
+    assert first["message"] == "line\nbreak \u00e9"
+    assert orjson.loads(first["attributes"]) == {
+        "pods": ["kube-system/a", "b"],
+        "go": "{Name:app Attempt:0}",  # not JSON: kept as a string
+        "hex": '"\\x41"',  # a Go escape JSON lacks: the quoted token as a string
+        "lead": "01",
+        "neg": -2.5,
+        "t": True,
+        "bare": "a\\b",
+        "k2": "x=1 y=2",
+    }
+    assert second["message"] == '"unterminated message k=v' and second["attributes"] is None

@@ -6,7 +6,7 @@ and then ``key="value" key2=3`` pairs: the message is unquoted and the pairs bec
 ``attributes`` JSON object (numbers, booleans and JSON-looking values keep their type).
 
 The year is inferred (see ``_times.infer_year``). The header is one RE2 extraction over the Arrow
-column; the structured rest is decoded by DuckDB over the rows that have it.
+column; the structured rest is split into message and pairs with Arrow kernels (``_klog_pairs``).
 
 ``parse_klog_messages(batch)`` applies the same to the ``message`` column of an already parsed
 batch: control-plane static pods write klog into CRI files, so the dispatcher upgrades those rows
@@ -24,10 +24,12 @@ import pyarrow.compute as pc
 from kubetrail.chunk import Origin
 from kubetrail.formats import _duck
 from kubetrail.formats._flags import Flags
+from kubetrail.formats._klog_pairs import split_structured
 from kubetrail.formats._lineparser import LineParser, Rows
 from kubetrail.formats._text import extract_head, slice_fixed
 from kubetrail.formats._times import fraction_to_ns, infer_year, now_ns, ns_to_timestamp, to_ns
 from kubetrail.formats.base import register_parser
+from kubetrail.formats.kernels import from_np, to_np
 from kubetrail.schema import TIMESTAMP
 
 __all__ = ["CONTROL_PLANE_COMPONENTS", "KlogParser", "apply_klog", "klog_columns", "parse_klog_messages"]
@@ -46,30 +48,6 @@ CONTROL_PLANE_COMPONENTS = (
     "cloud-controller-manager",
     "etcd",
 )
-
-# "quoted message" then key=value pairs; values: Go-quoted string, {...}, [...], or a bare token.
-_STRUCTURED_HEAD = r'^"((?:[^"\\]|\\.)*)"(.*)$'
-_PAIR = r'([^\s="]+)=("(?:[^"\\]|\\.)*"|\{(?:[^{}]|\{[^{}]*\})*\}|[^\s"]*)'
-_NUMBER = r"-?[0-9]{1,15}(\.[0-9]+)?"
-# one regexp_extract_all with named groups (a list of {k, v}) is the cheapest DuckDB form measured;
-# values: Go-quoted strings and numbers/booleans/JSON-looking tokens as they are, the rest quoted.
-# Should that not be valid JSON (Go escapes JSON lacks), every value is quoted instead.
-_STRUCTURED_SQL = """
-WITH p AS (SELECT idx, regexp_extract(rest, $head, ['m', 'kv']) AS s FROM t),
-q AS (SELECT idx, s.m AS m, regexp_extract_all(s.kv, $pair, ['k', 'v']) AS kv FROM p),
-r AS (SELECT idx, m, kv, '{' || array_to_string(list_transform(kv, lambda x:
-        to_json(x.k)::VARCHAR || ':' || CASE
-        WHEN left(x.v, 1) IN ('"', '{') OR x.v IN ('true', 'false') OR regexp_full_match(x.v, $number)
-        THEN x.v ELSE to_json(x.v)::VARCHAR END), ',') || '}' AS obj FROM q)
-SELECT idx,
-  CASE WHEN strpos(m, chr(92)) = 0 THEN m
-       WHEN json_valid('"' || m || '"') THEN json_extract_string('"' || m || '"', '$') ELSE m END AS message,
-  CASE WHEN len(kv) = 0 THEN NULL WHEN json_valid(obj) THEN obj
-       ELSE '{' || array_to_string(list_transform(kv, lambda x:
-                   to_json(x.k)::VARCHAR || ':' || to_json(x.v)::VARCHAR), ',') || '}'
-  END AS attributes
-FROM r
-"""
 
 
 def _dataset(origin: Origin) -> str:
@@ -104,23 +82,13 @@ def klog_columns(text: pa.Array, reference_ns: np.ndarray) -> tuple[dict[str, pa
         "log.origin.file.name": part("file"),
         "log.origin.file.line": pc.cast(part("line"), pa.int32()),
     }
-    structured = pc.and_(matched, pc.starts_with(pc.fill_null(rest, ""), '"'))
-    if pc.any(structured).as_py():
-        idx = pc.indices_nonzero(structured)
-        table = pa.table({"idx": idx, "rest": rest.take(idx)})
-        out = _duck.run(
-            _STRUCTURED_SQL, {"head": _STRUCTURED_HEAD, "pair": _PAIR, "number": _NUMBER}, t=table
-        )
-        out = out.sort_by("idx")
-        mask = np.zeros(len(text), dtype=bool)
-        mask[np.asarray(idx)] = True
-        mask_arr = pa.array(mask)
-        columns["message"] = pc.replace_with_mask(
-            columns["message"], mask_arr, out["message"].combine_chunks()
-        )
-        columns["attributes"] = pc.replace_with_mask(
-            pa.nulls(len(text), pa.string()), mask_arr, out["attributes"].combine_chunks()
-        )
+    structured = to_np(pc.and_(matched, pc.starts_with(pc.fill_null(rest, ""), '"')), False)
+    if structured.any():
+        rows = np.flatnonzero(structured)
+        message, attributes = split_structured(rest.take(from_np(rows)))
+        mask = from_np(structured)
+        columns["message"] = pc.replace_with_mask(columns["message"], mask, message)
+        columns["attributes"] = pc.replace_with_mask(pa.nulls(len(text), pa.string()), mask, attributes)
     return columns, matched, pa.array(bad_ts)
 
 
