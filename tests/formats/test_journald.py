@@ -3,11 +3,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubetrail.chunk import Chunk
-from kubetrail.formats.journald import JournaldParser
+from kubetrail.formats.journald import JournaldParser, _entries_fast
 from tests.formats._node_helpers import NOW, check_fuzz, comparable, file_origin, mutations, parse_in_chunks
 
 ENTRY = {
@@ -132,3 +133,41 @@ def test_lossless_under_any_chunk_split(lines: list[bytes], data: st.DataObject)
 @given(st.binary(max_size=300) | st.lists(_entries | mutations(_entries), max_size=5).map(b"\n".join))
 def test_fuzz_never_raises(data: bytes) -> None:
     check_fuzz(JournaldParser, data, "journald")
+
+
+def test_fast_and_general_paths_agree() -> None:
+    """A chunk of plain string entries takes the Arrow reader; one byte-array MESSAGE sends the same
+    entries through DuckDB: the shared rows must come out the same."""
+    entries = [
+        {
+            "MESSAGE": 'caf\u00e9 \\ "q"\n',
+            "PRIORITY": "3",
+            "__REALTIME_TIMESTAMP": "1778065200000000",
+            "_SYSTEMD_UNIT": "kubelet.service",
+            "_HOSTNAME": "n1",
+            "_PID": "7",
+            "OTHER": [1, 2],
+        },
+        {"MESSAGE": "plain", "SYSLOG_IDENTIFIER": "sshd"},
+    ]
+    lines = [orjson.dumps(e) for e in entries]
+    assert _entries_fast(pa.array([x.decode() for x in lines])) is not None
+    odd = orjson.dumps({"MESSAGE": [104, 105]})
+    assert _entries_fast(pa.array([x.decode() for x in [*lines, odd]])) is None
+    fast = JournaldParser().parse(Chunk(file_origin("journald"), b"\n".join(lines) + b"\n"), NOW).to_pylist()
+    slow = (
+        JournaldParser()
+        .parse(Chunk(file_origin("journald"), b"\n".join([*lines, odd]) + b"\n"), NOW)
+        .to_pylist()
+    )
+    keep = (
+        "message",
+        "@timestamp",
+        "log.level",
+        "log.syslog.appname",
+        "host.name",
+        "process.pid",
+        "attributes",
+    )
+    assert [tuple(r[k] for k in keep) for r in fast] == [tuple(r[k] for k in keep) for r in slow[:2]]
+    assert slow[2]["message"] == "hi"

@@ -13,7 +13,8 @@ mapped keys cost three times the parse itself.
 kubelet and the container runtime log klog lines to the journal; those messages are upgraded with
 ``klog.apply_klog`` (level, source file:line, structured attributes under ``klog``).
 
-Decoding is one DuckDB pass over the Arrow column; a chunk with an invalid line takes a second,
+Decoding is one ``pyarrow.json`` read per chunk when every line is an object with string fields;
+otherwise one DuckDB pass over the Arrow column, and a chunk with an invalid line takes a second,
 guarded pass, and the invalid lines are kept whole, flagged ``bad_json``.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from kubetrail.chunk import Origin
 from kubetrail.formats import _duck
@@ -58,8 +60,45 @@ FROM (SELECT TRY_CAST(x::JSON AS UTINYINT[]) AS b FROM t)"""
 _NULL = pa.scalar(None, pa.string())
 
 
+_SCHEMA = pa.schema([(name, pa.string()) for name in _FIELDS])
+_READ_OPTIONS = pa_json.ReadOptions(use_threads=False)
+_PARSE_OPTIONS = pa_json.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
+
+
+def _entries_fast(text: pa.StringArray) -> dict[str, pa.Array] | None:
+    """Every field of every line with Arrow's JSON reader, or None when the chunk needs DuckDB.
+
+    The reader (one call per chunk, no statement planning) is several times cheaper than a DuckDB
+    query for the common chunk: every line an object whose mapped fields are strings. A chunk with
+    anything else (a MESSAGE byte array, a number, an invalid or blank line) fails the read as a
+    whole or gives another row count, and takes the general path.
+    """
+    if text.null_count:
+        return None
+    lines = pc.binary_join_element_wise(text, "\n", "")
+    data = lines.buffers()[2]
+    if data is None:
+        return None
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    body = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    options = _READ_OPTIONS
+    if body.size > options.block_size:  # one block: a line must never straddle two
+        options = pa_json.ReadOptions(use_threads=False, block_size=body.size + 1)
+    try:
+        table = pa_json.read_json(pa.BufferReader(body), options, _PARSE_OPTIONS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(text):
+        return None
+    return {name: table.column(name).combine_chunks() for name in _FIELDS}
+
+
 def _entries(text: pa.StringArray) -> tuple[pa.Array, dict[str, pa.Array], pa.Array]:
     """(valid JSON mask, field -> value (strings unquoted, other JSON as text), MESSAGE-is-array mask)."""
+    fast = _entries_fast(text)
+    if fast is not None:
+        n = len(text)
+        return pa.array(np.ones(n, dtype=bool)), fast, pa.array(np.zeros(n, dtype=bool))
     table = pa.table({"line": text})
     try:
         j = _duck.run(_EXTRACT_SQL, t=table)["j"].combine_chunks()

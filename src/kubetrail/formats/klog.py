@@ -29,7 +29,7 @@ from kubetrail.formats._lineparser import LineParser, Rows
 from kubetrail.formats._text import extract_head, slice_fixed
 from kubetrail.formats._times import fraction_to_ns, infer_year, now_ns, ns_to_timestamp, to_ns
 from kubetrail.formats.base import register_parser
-from kubetrail.formats.kernels import from_np, to_np
+from kubetrail.formats.kernels import first_bytes, from_np, scatter, to_np
 from kubetrail.schema import TIMESTAMP
 
 __all__ = ["CONTROL_PLANE_COMPONENTS", "KlogParser", "apply_klog", "klog_columns", "parse_klog_messages"]
@@ -39,6 +39,8 @@ KLOG_HEAD = (
     r"(?P<sev>[IWEF])\d{4} \d\d:\d\d:\d\d(?:\.(?P<frac>\d{1,9}))?"
     r"\s+(?P<pid>\d{1,18}) (?P<file>[^:\]\s]+):(?P<line>\d{1,9})\] ?"
 )
+_KLOG_FIRST = np.zeros(256, dtype=bool)
+_KLOG_FIRST[np.frombuffer(b"IWEF", dtype=np.uint8)] = True
 _LEVELS = pa.array(["info", "warning", "error", "critical"])
 _SEVERITIES = pa.array(["I", "W", "E", "F"])
 CONTROL_PLANE_COMPONENTS = (
@@ -125,7 +127,21 @@ def apply_klog(
     message = columns.get("message")
     if message is None or len(message) == 0:
         return columns
-    parsed, matched, bad_ts = klog_columns(pc.fill_null(message, ""), reference_ns)
+    text = pc.fill_null(message, "") if message.null_count else message
+    n = len(text)
+    # a klog line starts with I, W, E or F: the regex and the date arithmetic run on those rows only
+    candidates = np.flatnonzero(_KLOG_FIRST[first_bytes(text)])
+    if candidates.size == 0:
+        return columns
+    if candidates.size == n:
+        parsed, matched, bad_ts = klog_columns(text, reference_ns)
+    else:
+        sub_parsed, sub_matched, sub_bad = klog_columns(
+            text.take(from_np(candidates)), reference_ns[candidates]
+        )
+        parsed = {name: scatter(values, candidates, n) for name, values in sub_parsed.items()}
+        matched = scatter(sub_matched, candidates, n).fill_null(False)
+        bad_ts = scatter(sub_bad, candidates, n).fill_null(False)
     if not pc.any(matched).as_py():
         return columns
     out = dict(columns)
