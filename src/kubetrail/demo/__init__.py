@@ -112,6 +112,8 @@ def register(app: typer.Typer) -> None:
         """Run the end-to-end demo on a simulated cluster."""
         root.mkdir(parents=True, exist_ok=True)
         options = SimulationOptions(nodes=nodes, hours=minutes / 60, seed=seed)
-        ctx = run_demo(DemoContext(root=root, console=Console(), options=options))
+        # piped (CI logs, make demo | tee) rich would fall back to 80 columns and cut the tables
+        console = Console() if sys.stdout.isatty() else Console(width=150)
+        ctx = run_demo(DemoContext(root=root, console=console, options=options))
         if "failed" in ctx.results:
             raise typer.Exit(1)
