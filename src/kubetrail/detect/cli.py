@@ -123,7 +123,7 @@ def hunt_cmd(
     import duckdb
     from rich.progress import Progress
 
-    from kubetrail.detect.hunt import hunt
+    from kubetrail.detect.hunt import hunt, store_relations
     from kubetrail.detect.rules import load_rules
 
     ruleset = load_rules(rules)
@@ -131,6 +131,7 @@ def hunt_cmd(
         err.print(f"[red]DISABLED[/red] {e.rule_id} ({e.path}) {e.stage}: {e.error}")
     since_ns = _since_ns(since)
     close = None
+    relation: str | dict[str, str] = "logs"
     if parquet:
         con = duckdb.connect()
         lit = parquet.replace("'", "''")
@@ -142,15 +143,20 @@ def hunt_cmd(
         from kubetrail.store import Store
 
         store = Store(store_path or Path("kubetrail-data/store"))
-        run = store.open_query(store.scan_set(since=since_ns))
+        scan = store.scan_set(since=since_ns)
+        run = store.open_query(scan)
         con, close = run.con, store.close
+        # only segments holding a dataset some rule reads are scanned for it (the catalog knows)
+        segments = store.catalog.segments(since_ns, None, ("hot",))
+        datasets_of = {str(store.root / seg.path): seg.datasets for seg in segments}
+        relation = store_relations(con, ruleset, scan.files, datasets_of, scan.time_filter())
     with Progress(console=err) as bar:
         task = bar.add_task("hunting", total=len(ruleset.rules) + len(ruleset.correlations))
 
         def step(done: int, total: int, title: str) -> None:
             bar.update(task, completed=done, total=total, description=title[:40])
 
-        result = hunt(con, "logs", ruleset, progress=step)
+        result = hunt(con, relation, ruleset, progress=step)
     if close:
         close()
     store_alerts = None

@@ -36,7 +36,7 @@ from kubetrail.detect.backend import SQL_MACROS
 from kubetrail.detect.rules import CompiledRule, RuleSet
 from kubetrail.schema import SCHEMA
 
-__all__ = ["BatchMatches", "Engine", "RuleMatch", "Stage", "new_connection", "stage_sql"]
+__all__ = ["BatchMatches", "Engine", "RuleMatch", "Stage", "duck_type", "new_connection", "stage_sql"]
 
 log = logging.getLogger(__name__)
 _LOWER = re.compile(r'lower\("([^"]+)"\)')
@@ -174,7 +174,7 @@ class Engine:
         datasets = sorted({r.dataset or "" for r in rules})
         self._stages = {d: stage_sql([r for r in rules if (r.dataset or "") == d]) for d in datasets}
         for dataset, stage in self._stages.items():
-            defs = [f"{_quote(c)} {_duck_type(c)}" for c in stage.columns]
+            defs = [f"{_quote(c)} {duck_type(c)}" for c in stage.columns]
             defs += [f"{_quote('__lower.' + c)} VARCHAR" for c in stage.lowered]
             defs += [f"{_quote('__any.' + c)} BOOLEAN" for c in stage.prefilters]
             defs.append("__row BIGINT")
@@ -282,7 +282,8 @@ class Engine:
         self._con.close()
 
 
-def _duck_type(column: str) -> str:
+def duck_type(column: str) -> str:
+    """The DuckDB type of a schema column (as the staging tables declare it)."""
     typ = SCHEMA.field(column).type
     if pa.types.is_list(typ):
         return "VARCHAR[]"
