@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kubetrail.components import transforms
 from kubetrail.detect.config import DetectConfig
 from kubetrail.detect.detector import Detector
@@ -107,3 +109,28 @@ def test_detect_transform_registered_enriches_and_records_alerts(tmp_path: Path)
     out = component.transform(batch_of([exec_event]))
     assert out.column("source.geo.country_iso_code").to_pylist() == ["US"]
     assert [a.event_ids for a in AlertStore(db).list()] == [["a1"]]
+
+
+def test_server_pipeline_puts_the_default_alert_store_under_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``alerts_db`` the detect transform's alerts go to <data_dir>/alerts.sqlite, not the CWD."""
+    from kubetrail.detect.alerts import AlertStore
+    from kubetrail.server.pipeline import Pipeline
+    from kubetrail.server.wal import WriteAheadLog
+    from tests.server.helpers import LineParser, MemoryStore
+
+    monkeypatch.chdir(tmp_path)
+    component = transforms.build("d", {"type": "detect", "rules": [str(RULES / "execution")]})
+    data_dir = tmp_path / "data"
+    Pipeline(
+        WriteAheadLog(tmp_path / "wal"),
+        LineParser(),
+        MemoryStore(),
+        transforms=[component],
+        data_dir=data_dir,
+    )
+    exec_event = {"verb": "get", "auditID": "a1", "objectRef": {"resource": "pods", "subresource": "exec"}}
+    component.transform(batch_of([exec_event]))
+    assert [a.event_ids for a in AlertStore(data_dir / "alerts.sqlite").list()] == [["a1"]]
+    assert not (tmp_path / "kubetrail-data").exists()

@@ -32,14 +32,23 @@ class DetectTransform(Transform[DetectTransformConfig]):
     def __init__(self, config: DetectTransformConfig, name: str = "") -> None:
         super().__init__(config, name)
         self._detector: Detector | None = None
+        self._data_dir = Path("kubetrail-data")
+
+    def bind_data_dir(self, data_dir: Path) -> None:
+        """The server's configured ``data_dir``: the alert store goes there unless ``alerts_db`` is set.
+
+        Called by the server pipeline before the first batch (the transform's own options do not
+        know the top-level ``data_dir``)."""
+        self._data_dir = Path(data_dir)
 
     @property
     def detector(self) -> Detector:
         """Built on first use, so validating a configuration never compiles rules or opens files."""
         if self._detector is None:
             config = self.config
-            if config.alerts_db is None:  # the default data_dir: where `kubetrail alerts` looks
-                default_db = str(Path("kubetrail-data") / "alerts.sqlite")
+            if config.alerts_db is None:  # <data_dir>/alerts.sqlite
+                self._data_dir.mkdir(parents=True, exist_ok=True)
+                default_db = str(self._data_dir / "alerts.sqlite")
                 config = config.model_copy(update={"alerts_db": default_db})
             self._detector = Detector(config)
         return self._detector

@@ -115,6 +115,7 @@ class KubetrailServer:
             flush_interval_secs=s.store_flush_interval_secs,
             state_hold_secs=self._state_hold_secs(),
             max_batch_bytes=s.max_batch_bytes,
+            data_dir=Path(self.cfg.data_dir),
         )
         self.replayed = await self.pipeline.replay()
         if self.replayed:

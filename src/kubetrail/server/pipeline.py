@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 import pyarrow as pa
@@ -138,11 +139,16 @@ class Pipeline:
         flush_interval_secs: float = 2.0,
         state_hold_secs: float = 10.0,
         max_batch_bytes: int = 8 << 20,
+        data_dir: Path | None = None,
     ) -> None:
         self.wal = wal
         self.parser = parser
         self.store = store
         self.transforms = list(transforms)
+        for transform in self.transforms:  # transforms that keep files (detect's alert store)
+            bind = getattr(transform, "bind_data_dir", None)
+            if data_dir is not None and callable(bind):
+                bind(data_dir)
         self.outputs = list(outputs)
         self.budget = budget or ByteBudget(256 << 20)
         self.metrics = metrics or ServerMetrics()
