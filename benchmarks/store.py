@@ -241,13 +241,20 @@ def _file_chunks(path: Path, node: str, inode: int, source: str, source_path: st
             offset += cut
 
 
-def simulator_corpus(quick: bool, workdir: Path) -> Corpus:
-    """``kubetrail.simulate`` writes a cluster's log files; the server's ``Parsing`` stage parses them."""
+def simulator_corpus(
+    quick: bool, workdir: Path, hours: float | None = None, nodes: int | None = None
+) -> Corpus:
+    """``kubetrail.simulate`` writes a cluster's log files; the server's ``Parsing`` stage parses them.
+
+    Memory stays bounded at any size: files are read in 1 MiB chunks and handed over 200k rows at a time.
+    """
     from kubetrail.formats.dispatch import Parsing
     from kubetrail.simulate import SimulationOptions, simulate_batch
 
     root = workdir / "sim"
     options = SimulationOptions(hours=0.5, nodes=3) if quick else SimulationOptions(hours=24, nodes=13)
+    if hours is not None or nodes is not None:
+        options = SimulationOptions(hours=hours or options.hours, nodes=nodes or options.nodes)
     simulate_batch(root, options)
     files: list[tuple[Path, str, str, str]] = []
     for path in sorted(root.rglob("*")):
@@ -356,7 +363,22 @@ def _timed_into(out: dict[str, Any], prefix: str, fn: Callable[[], Any], repeat:
     out.update({f"{prefix}_{k}": v for k, v in timed(fn, repeat).items()})
 
 
-def run(quick: bool, corpus_name: str) -> dict[str, Any]:
+# the columns of the chDB table: a like-for-like needle comparison projects the same ones
+CHDB_COLUMNS = (
+    "@timestamp, event.dataset, kubernetes.namespace, kubernetes.pod.name, kubernetes.pod.uid, source.ip, "
+    "kubernetes.audit.user.username, kubernetes.audit.verb, message"
+)
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run(
+    quick: bool, corpus_name: str, hours: float | None = None, nodes: int | None = None
+) -> dict[str, Any]:
     repeat = 3 if quick else 15
     work = Path(tempfile.mkdtemp(prefix="kt-bench-store-"))
     out: dict[str, Any] = {"mode": "quick" if quick else "full", "corpus": corpus_name}
@@ -368,12 +390,16 @@ def run(quick: bool, corpus_name: str) -> dict[str, Any]:
                 flush_max_age_secs=3600,
                 delete_grace_secs=0,
                 limits=QueryLimits(max_rows=10_000),
-                compaction=CompactionConfig(small_segment_bytes=1 << 40, target_segment_bytes=1 << 30),
+                compaction=CompactionConfig(small_segment_bytes=1 << 40, target_segment_bytes=256 << 20),
             ),
         )
         plain_dir = work / "plain"
         plain_dir.mkdir()
-        corpus = generated_corpus(quick) if corpus_name == "generated" else simulator_corpus(quick, work)
+        corpus = (
+            generated_corpus(quick)
+            if corpus_name == "generated"
+            else simulator_corpus(quick, work, hours, nodes)
+        )
         raw_total = events = 0
         ingest_secs = 0.0
         first: pa.RecordBatch | None = None
@@ -428,6 +454,13 @@ def run(quick: bool, corpus_name: str) -> dict[str, Any]:
         for name, (q, _, _) in queries.items():
             out[f"store_{name}_rows"] = store.search(q, limit=10_000).table.num_rows
             _timed_into(out, f"store_{name}", lambda q=q: store.search(q, limit=10_000), repeat)  # type: ignore[misc]
+            projected = f"{q} | fields {CHDB_COLUMNS}"
+            _timed_into(
+                out,
+                f"store_{name}_9cols",
+                lambda q=projected: store.search(q, limit=10_000),  # type: ignore[misc]
+                repeat,
+            )
         agg_ns = (
             'SELECT "kubernetes.namespace" AS ns, time_bucket(INTERVAL 1 minute, "@timestamp") AS minute, '
             "count(*) AS n FROM logs GROUP BY ALL"
@@ -441,6 +474,7 @@ def run(quick: bool, corpus_name: str) -> dict[str, Any]:
         out.update(duckdb_plain(plain_dir, queries, agg_ns, agg_users, repeat))
         out.update(chdb_side(plain_dir, queries, repeat))
         store.close()
+        out["peak_rss_mb"] = peak_rss_mb()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -569,9 +603,11 @@ def main() -> None:
         default="simulator",
         help="simulator: kubetrail.simulate files parsed by the server's Parsing; generated: numpy corpus.",
     )
+    parser.add_argument("--hours", type=float, help="Simulator corpus: simulated hours (mid-size runs).")
+    parser.add_argument("--nodes", type=int, help="Simulator corpus: number of nodes (mid-size runs).")
     args = parser.parse_args()
     started = time.perf_counter()
-    result = run(args.quick, args.corpus)
+    result = run(args.quick, args.corpus, args.hours, args.nodes)
     result["wall_secs"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
 
