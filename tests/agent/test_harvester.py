@@ -378,3 +378,38 @@ def test_rotated_file_compressed_while_down_is_finished_from_the_gz(tmp_path: Pa
     assert rig.metrics.rotations.labels(kind="compressed-before-drained")._value.get() == 1
     rig.cycle()
     assert numbers(rig.lines()) == list(range(100, 160))  # finished once, not re-read
+
+
+@pytest.mark.parametrize("visible_bytes", [10, 40, "two thirds"])
+def test_a_gz_seen_while_being_written_is_judged_again_when_complete(
+    tmp_path: Path, visible_bytes: int | str
+) -> None:
+    """A rotated file compressed before it was drained, its .gz first seen half-written.
+
+    A half-written .gz has no readable first line (gzip writes the header at once, the deflate output
+    at close) or ends before its end-of-stream marker. Judging it then used to be final: its fingerprint
+    was cached as unknown, so the stream was never finished from it and the unread end of the rotated
+    file (the lines at the rotation boundary) was lost; a longer part crashed the read with EOFError."""
+    import gzip
+
+    rig = Rig(tmp_path)
+    log = rig.logs / "0.log"
+    write(log, 0, 3000)
+    rig.cycle()
+    write(log, 3000, 50)  # never read before the agent died
+    rig.restart()
+    rotated = rig.logs / "0.log.20260101-000000"
+    log.rename(rotated)
+    write(log, 5000, 10)
+    full = gzip.compress(rotated.read_bytes(), compresslevel=1)
+    cut = len(full) * 2 // 3 if visible_bytes == "two thirds" else int(visible_bytes)
+    gz = Path(str(rotated) + ".gz")
+    gz.write_bytes(full[:cut])
+    rotated.unlink()
+    rig.cycle()  # must neither crash nor give the stream up
+    with gz.open("ab") as fh:  # the compressor finishes
+        fh.write(full[cut:])
+    rig.cycle()
+    got = set(numbers(rig.lines()))
+    assert set(range(3000, 3050)) <= got
+    assert set(range(5000, 5010)) <= got

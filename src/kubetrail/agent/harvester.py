@@ -78,7 +78,8 @@ class Harvester:
         self.finished_keys: set[str] = set()  # stream identities drained to the end of their file
         self.retired: list[FileTail] = []  # closed streams whose last chunks await acknowledgement
         self._unsaved: dict[str, Checkpoint] = {}
-        self._gz_info: dict[tuple[int, int], tuple[str | None, int | None]] = {}
+        # .gz (dev, ino) -> ((size, mtime_ns) when looked at, fingerprint, uncompressed size mod 2**32)
+        self._gz_info: dict[tuple[int, int], tuple[tuple[int, int], str | None, int | None]] = {}
         self.warned: set[tuple[str, str]] = set()
         self.ratelimit = RateLimiter(cfg.rate_limit.lines_per_sec, cfg.rate_limit.burst_lines)
         self._started = time.time()
@@ -137,9 +138,16 @@ class Harvester:
                 key = (st.st_dev, st.st_ino)
                 if key in self.tails or key in self.finished:
                     continue
-                if key not in self._gz_info:  # a .gz never changes: read its first line and size once
-                    self._gz_info[key] = (gzip_fingerprint(gz), gzip_size(gz))
-                fp, size = self._gz_info[key]
+                if os.path.exists(gz[: -len(".gz")]):
+                    # Still being compressed: gzip/logrotate/kubelet remove the original only after the
+                    # .gz is complete. A half-written .gz has no readable first line yet and a bogus
+                    # trailer size; judged now, the stream would be never (or wrongly) finished from it.
+                    continue
+                stamp = (st.st_size, st.st_mtime_ns)
+                info = self._gz_info.get(key)
+                if info is None or info[0] != stamp:  # read first line and size once per version
+                    info = self._gz_info[key] = (stamp, gzip_fingerprint(gz), gzip_size(gz))
+                _, fp, size = info
                 if fp != cp.fingerprint or size is None:
                     continue
                 if size == cp.offset % 2**32:

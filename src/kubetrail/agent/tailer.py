@@ -35,6 +35,7 @@ from kubetrail.agent.identity import FINGERPRINT_BYTES, fingerprint, identify_fd
 from kubetrail.chunk import FileIdentity
 
 __all__ = [
+    "INCOMPLETE_GZ_SECS",
     "TRUNCATED",
     "FileTail",
     "Pending",
@@ -84,6 +85,8 @@ class Truncated:
 
 
 TRUNCATED = Truncated()
+# How long a .gz that ends before its end-of-stream marker is waited for (its compressor still writing).
+INCOMPLETE_GZ_SECS = 60.0
 
 
 @dataclass(slots=True, eq=False)
@@ -251,12 +254,28 @@ class GzipTail(FileTail):
 
     carry: bytes = b""
     _gz: Any = None
+    incomplete_since: float | None = None
 
     def read(self, max_bytes: int, max_line_bytes: int) -> tuple[int, bytes, bool] | Truncated | None:
-        if self._gz is None:
-            self._gz = gzip.open(self.path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
-            self._gz.seek(self.read_offset)  # decompresses up to the checkpoint once
-        data = self.carry + self._gz.read(max(0, max_bytes - len(self.carry)))
+        try:
+            if self._gz is None:
+                self._gz = gzip.open(self.path, "rb")  # noqa: SIM115 - kept open, closed in close()
+                self._gz.seek(self.read_offset)  # decompresses up to the checkpoint once
+            more = self._gz.read(max(0, max_bytes - len(self.carry)))
+        except EOFError:
+            # The .gz ends before its end-of-stream marker: still being written, or cut short. Read it
+            # again from ``read_offset`` later; keep the stream open (not "drained") for a while.
+            if self._gz is not None:
+                self._gz.close()
+            self._gz, self.carry = None, b""
+            now = time.monotonic()
+            if self.incomplete_since is None:
+                self.incomplete_since = now
+            if now - self.incomplete_since < INCOMPLETE_GZ_SECS:
+                self.last_data_at = now
+            return None
+        self.incomplete_since = None
+        data = self.carry + more
         if not data:
             return None
         cut = data.rfind(b"\n") + 1
