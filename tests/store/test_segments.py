@@ -97,3 +97,35 @@ def test_time_window_query_on_split_segments(store: Store) -> None:
     store.flush()
     table = store.search(None, since=T0, until=T0 + 10**18, limit=10**6).table
     assert sorted(table.column("event.id").to_pylist()) == sorted(batch.column("event.id").to_pylist())
+
+
+def test_split_ids_survive_archive_round_trip_and_row_precise_expiry(tmp_path: Path) -> None:
+    from kubetrail.store.config import ArchiveConfig, RetentionConfig, RetentionPolicy
+    from kubetrail.store.retention import enforce
+
+    day = 24 * 3600 * 10**9
+    cfg = StoreConfig(
+        flush_max_age_secs=3600,
+        delete_grace_secs=0,
+        retention=RetentionConfig(
+            default_max_age_days=None, policies=[RetentionPolicy(namespace="web", max_age_days=1)]
+        ),
+        archive=ArchiveConfig(enabled=True, after_days=5, before_delete=False),
+    )
+    store = Store(tmp_path / "s", cfg)
+    batch = _file_lines(2000)
+    store.append(batch)
+    store.flush()
+    ns = batch.column("kubernetes.namespace").to_pylist()
+    kept = sorted(i for i, n in zip(batch.column("event.id").to_pylist(), ns, strict=True) if n != "web")
+    report = enforce(store, now_ns=T0 + 3 * day)  # rewrites the segment without the expired web rows
+    assert report.deleted_rows > 0
+    sql = """SELECT "event.id" AS id FROM logs WHERE "event.dataset" <> 'internal' ORDER BY id"""
+    assert store.sql(sql, limit=10**6).column("id").to_pylist() == kept
+    enforce(store, now_ns=T0 + 6 * day)  # now archived
+    assert store.catalog.segments(tiers=("archive",))
+    archived = store.search(
+        None, since=T0 - day, until=T0 + day, limit=10**6, include_archive=True, where='"log.offset" > 0'
+    )
+    assert sorted(archived.table.column("event.id").to_pylist()) == kept
+    store.close()
