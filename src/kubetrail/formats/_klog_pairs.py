@@ -121,8 +121,13 @@ def _key_value(pairs: pa.Array) -> tuple[pa.Array, pa.Array]:
     equals = to_np(pc.find_substring(pairs, "="), 0).astype(np.int64)
     ends = to_np(pc.find_substring(pairs, "\x02"), 0).astype(np.int64)
     data = pairs.buffers()[2]
+    lengths = np.diff(_offsets(pairs))
+    equals = np.clip(equals, 0, lengths)  # never an inverted or overlapping range (defensive)
+    ends = np.clip(ends, equals + 1, lengths)
     keys = slice_ranges(data, starts, starts + equals).cast(pa.string())
-    values = slice_ranges(data, starts + equals + 1, starts + ends).cast(pa.string())
+    values = slice_ranges(data, np.minimum(starts + equals + 1, starts + ends), starts + ends).cast(
+        pa.string()
+    )
     return keys, values
 
 

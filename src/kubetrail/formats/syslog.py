@@ -27,6 +27,7 @@ from kubetrail.chunk import Origin
 from kubetrail.formats import _duck
 from kubetrail.formats._flags import Flags
 from kubetrail.formats._lineparser import LineParser, Rows
+from kubetrail.formats._sd import structured_data_json
 from kubetrail.formats._text import extract_head
 from kubetrail.formats._times import (
     fraction_to_ns,
@@ -124,9 +125,14 @@ def _rfc5424(text: pa.Array, flags: Flags) -> tuple[dict[str, pa.Array], pa.Arra
     pieces = [_json_member("log.syslog.msgid", msgid), _json_member("log.syslog.procid", odd_procid)]
     has_sd = pc.fill_null(pc.is_valid(sd), False)
     if pc.any(has_sd).as_py():
-        params = {"element": _SD_ELEMENT, "param": _SD_PARAM, "escape": _SD_ESCAPE}
-        out = _duck.run(_SD_SQL, params, t=pa.table({"sd": sd.filter(has_sd)}))
-        sd_json = pc.replace_with_mask(pa.nulls(len(text), pa.string()), has_sd, out["sd"].combine_chunks())
+        present = sd.filter(has_sd)
+        decoded = structured_data_json(present)
+        if decoded.null_count:  # control bytes: the few such rows through the (slower) SQL
+            redo = pc.is_null(decoded)
+            params = {"element": _SD_ELEMENT, "param": _SD_PARAM, "escape": _SD_ESCAPE}
+            out = _duck.run(_SD_SQL, params, t=pa.table({"sd": present.filter(redo)}))
+            decoded = pc.replace_with_mask(decoded, redo, out["sd"].combine_chunks())
+        sd_json = pc.replace_with_mask(pa.nulls(len(text), pa.string()), has_sd, decoded)
         pieces.append(pc.binary_join_element_wise('"log.syslog.structured_data":', sd_json, ""))
     members = pieces[0]
     for piece in pieces[1:]:
