@@ -75,3 +75,11 @@ def test_lowered_message_is_staged_only_behind_the_prefilter() -> None:
     hits = {m.rule.name: m.rows.tolist() for m in Engine(rules).evaluate(batch).matches}
     assert hits["container_shell_activity"] == [0]
     assert hits["container_reverse_shell"] == [2]
+
+
+def test_nested_and_terms_are_flattened_so_cheap_equality_runs_first() -> None:
+    rules = load_rules([Path(__file__).resolve().parents[2] / "rules" / "privilege_escalation"])
+    sql = next(r.sql for r in rules.rules if r.name == "k8s_binding_cluster_admin")
+    body = sql.split(" AND ", 1)[1]
+    assert body.index('"kubernetes.audit.verb" IN') < body.index("starts_with(lower(")
+    assert body.index('"kubernetes.audit.objectRef.resource" IN') < body.index("json_extract")

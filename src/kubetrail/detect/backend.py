@@ -455,17 +455,30 @@ class DuckDBBackend(TextQueryBackend):
     def convert_condition_and(self, cond: ConditionAND, state: ConversionState) -> Any:
         """AND with the cheap terms first: DuckDB evaluates a filter's AND left to right on the rows
         still selected, so verb/resource/user tests run before any JSON is parsed or regex run."""
-        converted = [
-            self.convert_condition(arg, state)
-            if self.compare_precedence(cond, arg)
-            else self.convert_condition_group(arg, state)
-            for arg in cond.args
-        ]
-        terms = [str(c) for c in converted if c is not None]
+        terms = self._and_terms(cond, state)
         if not terms:
             return None
         terms.sort(key=_cost)
         return " AND ".join(terms)
+
+    def _and_terms(self, cond: ConditionAND, state: ConversionState) -> list[str]:
+        """The terms of an AND with nested ANDs flattened (``selection and not filter`` is
+        AND(AND(verb, resource, json), NOT ...)): sorting only the top level left a selection's cheap
+        verb/resource tests behind the filter's four ``starts_with(lower(user))``; flattened, the
+        equality tests run first (measured on the simulator mix: fewer rows reach the costly terms)."""
+        terms: list[str] = []
+        for arg in cond.args:
+            if isinstance(arg, ConditionAND):
+                terms += self._and_terms(arg, state)
+                continue
+            converted = (
+                self.convert_condition(arg, state)
+                if self.compare_precedence(cond, arg)
+                else self.convert_condition_group(arg, state)
+            )
+            if converted is not None:
+                terms.append(str(converted))
+        return terms
 
     def convert_condition_not(self, cond: ConditionNOT, state: ConversionState) -> Any:
         inner = cond.args[0]
