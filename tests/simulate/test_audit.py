@@ -91,3 +91,18 @@ def test_noise_has_ordinary_actors(events: list[dict[str, Any]]) -> None:
     assert any(u.startswith("system:node:") for u in users)
     leases = [ev for ev in events if ev.get("objectRef", {}).get("resource") == "leases"]
     assert len(leases) > 10
+
+
+def test_audit_ids_in_bulk_are_unique_uuid4() -> None:
+    """A long run draws ~1M ids at once; pyarrow then returns chunks, which must still join."""
+    import re
+
+    import numpy as np
+
+    from kubetrail.simulate.noise import audit_ids
+
+    ids = audit_ids(np.random.default_rng(3), 1_000_000)
+    assert len(ids) == 1_000_000
+    assert len(set(ids.to_pylist())) == 1_000_000
+    uuid4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(uuid4.match(x) for x in ids.to_pylist()[:1000])

@@ -452,5 +452,7 @@ def audit_ids(rng: np.random.Generator, n: int) -> pa.Array:
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
     hexes = pa.array(np.frombuffer(raw.tobytes().hex().encode(), dtype="S32")).cast(pa.string())
+    if isinstance(hexes, pa.ChunkedArray):  # pa.array splits large numpy bytes arrays into chunks
+        hexes = hexes.combine_chunks()
     cut = [pc.utf8_slice_codeunits(hexes, a, b) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
     return join(cut[0], "-", cut[1], "-", cut[2], "-", cut[3], "-", cut[4])
