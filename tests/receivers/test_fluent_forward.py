@@ -160,6 +160,10 @@ def test_fluent_bit_packed_and_compressed_forward(tmp_path: Path) -> None:
         assert await asyncio.to_thread(_send_and_ack, addr, frame) == {"ack": chunk}
         # a retry of the same chunk (lost ack) stores nothing twice
         assert await asyncio.to_thread(_send_and_ack, addr, frame) == {"ack": chunk}
+        # Fluent Bit retries with a NEW chunk id but the same entries: still stored once
+        retry_chunk = new_chunk_id()
+        retry = packed_forward("kube.var.log.containers.web", records, retry_chunk)
+        assert await asyncio.to_thread(_send_and_ack, addr, retry) == {"ack": retry_chunk}
         gz_chunk = new_chunk_id()
         gz = compressed_packed_forward(
             "kube.gz", [{"log": f"gz {i}"} for i in range(30)], gz_chunk, members=3
@@ -178,7 +182,7 @@ def test_fluent_bit_packed_and_compressed_forward(tmp_path: Path) -> None:
     assert sum(m.startswith("packed ") for m in messages) == 50
     assert sum(m.startswith("gz ") for m in messages) == 30
     assert "with metadata" in messages and "fwd int time" in messages
-    assert store.appended == 50 * 2 + 30 + 1 + 1
+    assert store.appended == 50 * 3 + 30 + 1 + 1
     row = next(r for r in store.rows.values() if r["message"] == "packed 7")
     assert row["@timestamp"].timestamp() == pytest.approx(1764220000.000007, abs=1e-6)
     assert row["kubernetes.pod.name"] == "web-7d4b9"

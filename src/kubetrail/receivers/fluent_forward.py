@@ -250,7 +250,13 @@ def decode_forward_record(record: WalRecord, hint: Any) -> Any:
         unpacker.feed(record.data)
         obj = unpacker.unpack()
     frame, records = decode_frame_records(obj, limits)
-    if frame.chunk:  # stable under the client's retries: the same chunk gets the same ids
+    if frame.payload is not None:
+        # PackedForward: the entry stream itself names the events. Fluent Bit makes a new chunk id
+        # when it retries after a lost ack, but resends the same entries (with their ns EventTimes),
+        # so hashing the stream keeps a retry's ids equal to the first delivery's.
+        digest = hashlib.blake2b(frame.payload, digest_size=16).hexdigest()
+        prefix = event_id_prefix("forward", record.source, frame.tag, "packed", digest)
+    elif frame.chunk:  # Fluentd keeps the chunk id across retries: the same chunk gets the same ids
         prefix = event_id_prefix("forward", record.source, frame.tag, frame.chunk)
     else:  # stable under WAL replay
         prefix = event_id_prefix("forward", record.source, "wal", record.seq)
