@@ -136,6 +136,39 @@ def test_hunt_cli_over_the_store(tmp_path: Path) -> None:
     assert [a.event_ids for a in AlertStore(db).list()] == [["x1"]]
 
 
+def test_hunt_over_the_store_gives_back_file_event_ids(tmp_path: Path) -> None:
+    """Segments store a file line's id split (prefix + log.offset); hunt alerts name the whole id."""
+    from kubetrail.cli import app
+    from kubetrail.detect.alerts import AlertStore
+    from kubetrail.store import Store
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    exec_event = {
+        "verb": "create",
+        "user": {"username": "mallory"},
+        "auditID": "a1",
+        "requestReceivedTimestamp": now,
+        "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "p"},
+    }
+    batch = batch_of([exec_event])
+    file_id = "0123456789abcdef0123-4096"
+    batch = batch.set_column(
+        batch.schema.get_field_index("event.id"), "event.id", pa.array([file_id], pa.string())
+    )
+    batch = batch.set_column(
+        batch.schema.get_field_index("log.offset"), "log.offset", pa.array([4096], pa.int64())
+    )
+    store = Store(tmp_path / "store")
+    store.append(batch)
+    store.flush()
+    store.close()
+    db = tmp_path / "alerts.sqlite"
+    args = ["hunt", "--rules", str(RULES / "execution"), "--since", "1d"]
+    out = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "store"), "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    assert [a.event_ids for a in AlertStore(db).list()] == [[file_id]]
+
+
 def _pack_events() -> list[dict[str, object]]:
     """Every true and false test event of the pack (correlation sequences flattened)."""
     import yaml

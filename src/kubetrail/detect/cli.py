@@ -133,12 +133,17 @@ def hunt_cmd(
     close = None
     relation: str | dict[str, str] = "logs"
     if parquet:
+        import glob
+
+        from kubetrail.store.engine import segment_scan_sql
+
+        files = sorted(glob.glob(parquet, recursive=True))
+        if not files:
+            err.print(f"[red]no Parquet files match {parquet!r}[/red]")
+            raise typer.Exit(2)
         con = duckdb.connect()
-        lit = parquet.replace("'", "''")
-        con.execute(
-            f"CREATE VIEW logs AS SELECT * FROM read_parquet('{lit}', union_by_name = true) "
-            f"WHERE \"@timestamp\" >= (make_timestamp_ns({since_ns}) AT TIME ZONE 'UTC')"
-        )
+        since_sql = f"\"@timestamp\" >= (make_timestamp_ns({since_ns}) AT TIME ZONE 'UTC')"
+        con.execute(f"CREATE VIEW logs AS {segment_scan_sql(files, ' WHERE ' + since_sql)}")
     else:
         from kubetrail.store import Store
 

@@ -284,15 +284,15 @@ def store_relations(
     it for every dataset). ``where``: the scan's time filter. The store's unflushed tail (registered
     as ``__tail_logs`` by :class:`kubetrail.store.engine.QueryRun`) is part of every view.
     """
+    from kubetrail.store.engine import segment_scan_sql
+
     wanted = sorted({r.dataset or "" for r in ruleset.rules})
     views: dict[str, str] = {}
     for dataset in wanted:
         own = [f for f in files if datasets_of.get(f) is None or dataset in (datasets_of.get(f) or ())]
         parts = []
         if own:
-            listed = ", ".join(sql_string(f) for f in own)
-            options = "union_by_name = true, hive_partitioning = false"
-            parts.append(f"SELECT * FROM read_parquet([{listed}], {options}){where}")
+            parts.append(segment_scan_sql(own, where))
         parts.append(f'SELECT * FROM "__tail_logs"{where}')
         name = "hunt_" + "".join(ch if ch.isalnum() else "_" for ch in dataset)
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS ' + " UNION ALL BY NAME ".join(parts))

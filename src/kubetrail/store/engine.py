@@ -47,6 +47,20 @@ def _has_id_prefix(path: str) -> bool:
         return False  # unreadable: read_parquet reports it with the file name
 
 
+def segment_scan_sql(files: Sequence[str], where: str = "", union: bool = True) -> str:
+    """``SELECT`` over segment files that gives back ``event.id`` whole (segments may store it split).
+
+    Every reader of segment files goes through this (the engine, retro-hunts), so none sees the
+    storage form of the id. ``union``: the files may differ in schema (read by name).
+    """
+    listed = ", ".join(sql_literal(f) for f in files)
+    by_name = "union_by_name = true, " if union else ""
+    # a schema group is homogeneous: its first file tells; a by-name union has the column if any has
+    split = any(map(_has_id_prefix, files)) if union else _has_id_prefix(files[0])
+    select = event_id_sql() if split else "*"
+    return f"SELECT {select} FROM read_parquet([{listed}], {by_name}hive_partitioning = false){where}"
+
+
 def _ts(ns: int) -> str:
     return f"make_timestamp_ns({int(ns)})::TIMESTAMPTZ_NS"
 
@@ -121,14 +135,7 @@ class QueryRun:
         where = scan.time_filter()
         parts = []
         for files, union in scan.file_groups():
-            listed = ", ".join(sql_literal(f) for f in files)
-            by_name = "union_by_name = true, " if union else ""
-            # a schema group is homogeneous: its first file tells; a by-name union has the column if any has
-            split = any(map(_has_id_prefix, files)) if union else _has_id_prefix(files[0])
-            select = event_id_sql() if split else "*"
-            parts.append(
-                f"SELECT {select} FROM read_parquet([{listed}], {by_name}hive_partitioning = false){where}"
-            )
+            parts.append(segment_scan_sql(files, where, union=union))
         parts.append(f'SELECT * FROM "__tail_{relation}"{where}')
         self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{relation}" AS ' + " UNION ALL BY NAME ".join(parts))
         if sandbox:
