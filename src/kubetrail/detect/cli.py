@@ -6,10 +6,14 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from kubetrail.detect.rules import RuleSet
 
 __all__ = ["register"]
 
@@ -19,6 +23,14 @@ alerts_app = typer.Typer(help="List and triage alerts.", no_args_is_help=True)
 rules_app = typer.Typer(help="Check and test detection rules.", no_args_is_help=True)
 DEFAULT_DB = Path("kubetrail-data/alerts.sqlite")
 DEFAULT_TESTS = Path("tests/detect/rules")
+
+
+def _report(ruleset: RuleSet) -> None:
+    """Disabled rules, and Sigma filters that do not apply (the rules still run, unfiltered)."""
+    for e in ruleset.errors:
+        err.print(f"[red]DISABLED[/red] {e.rule_id} ({e.path}) {e.stage}: {e.error}")
+    for issue in ruleset.filter_issues:
+        err.print(f"[yellow]FILTER NOT APPLIED[/yellow] {issue.kind}: {issue.error}")
 
 
 def _since_ns(text: str) -> int:
@@ -85,14 +97,13 @@ def rules_test(
 
     ruleset = load_rules(rules or [Path("rules")])
     failed = 0
-    for e in ruleset.errors:
-        err.print(f"[red]DISABLED[/red] {e.rule_id} ({e.path}) {e.stage}: {e.error}")
+    _report(ruleset)
     for test_file in sorted(tests.glob("*.yml")):
         res = run_rule_test(test_file, ruleset)
         mark = "[green]ok[/green]  " if res.ok else "[red]FAIL[/red]"
         console.print(f"{mark} {res.rule} ({res.cases} events) {'; '.join(res.failures)}")
         failed += not res.ok
-    if failed or ruleset.errors:
+    if failed or ruleset.errors or any(i.kind == "compile" for i in ruleset.filter_issues):
         raise typer.Exit(1)
 
 
@@ -104,12 +115,13 @@ def rules_list(rules: list[Path] = typer.Argument(None)) -> None:
     ruleset = load_rules(rules or [Path("rules")])
     table = Table("name", "level", "kind", "tags")
     for r in ruleset.rules:
-        table.add_row(r.name or r.id, r.level, "detection" if r.alert else "building block", " ".join(r.tags))
+        kind = "detection" if r.alert else "building block"
+        kind += f" + {len(r.filters)} filter(s)" if r.filters else ""
+        table.add_row(r.name or r.id, r.level, kind, " ".join(r.tags))
     for c in ruleset.correlations:
         table.add_row(c.name or c.id, c.level, f"correlation ({c.type})", " ".join(c.tags))
     console.print(table)
-    for e in ruleset.errors:
-        err.print(f"[red]DISABLED[/red] {e.rule_id} ({e.path}) {e.stage}: {e.error}")
+    _report(ruleset)
 
 
 def hunt_cmd(
@@ -127,8 +139,7 @@ def hunt_cmd(
     from kubetrail.detect.rules import load_rules
 
     ruleset = load_rules(rules)
-    for e in ruleset.errors:
-        err.print(f"[red]DISABLED[/red] {e.rule_id} ({e.path}) {e.stage}: {e.error}")
+    _report(ruleset)
     since_ns = _since_ns(since)
     close = None
     relation: str | dict[str, str] = "logs"

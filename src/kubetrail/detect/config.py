@@ -51,6 +51,10 @@ class DetectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rules: list[str] = Field(default_factory=lambda: ["rules"], description="Rule files or directories.")
     disabled_rules: list[str] = Field(default_factory=list, description="Rule ids or names to skip.")
+    filters: list[str] = Field(
+        default_factory=list,
+        description="More Sigma filter files or directories (filters under `rules` are always loaded).",
+    )
     cluster_networks: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CLUSTER_NETWORKS),
         description="CIDRs of nodes, pods and services (the %cluster_networks% placeholder).",

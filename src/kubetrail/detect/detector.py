@@ -138,9 +138,12 @@ class Detector:
             cluster_networks=cfg.cluster_networks,
             disabled=cfg.disabled_rules,
             trusted_registries=cfg.trusted_registries,
+            filters=cfg.filters,
         )
         for err in self.ruleset.errors:
             log.error("rule %s (%s) disabled at %s: %s", err.rule_id, err.path, err.stage, err.error)
+        for issue in self.ruleset.filter_issues:
+            log.warning("Sigma filter %s not applied (%s): %s", issue.filter_id, issue.kind, issue.error)
         self.engine = Engine(self.ruleset, mode=cfg.mode, threads=cfg.threads)
         self.states = [
             CorrelationState(c, max_keys=cfg.correlation_max_keys) for c in self.ruleset.correlations

@@ -8,6 +8,7 @@ error — so the CLI and the server can show what is disabled and why.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
 from kubetrail.detect.backend import SQL_MACROS, DuckDBBackend, field_target
+from kubetrail.detect.filters import FilterIssue, LoadedFilter, apply_filters, plan_filters
 from kubetrail.detect.pipeline import DEFAULT_CLUSTER_NETWORKS, DEFAULT_TRUSTED_REGISTRIES, kubetrail_pipeline
 from kubetrail.schema import SCHEMA
 
@@ -77,6 +79,7 @@ class CompiledRule:
     alert: bool = True  # False when only a correlation uses it (``generate: false``)
     description: str = ""
     fields: list[str] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)  # "<title> (<file>)" of the Sigma filters compiled in
 
 
 @dataclass
@@ -106,6 +109,7 @@ class RuleSet:
     rules: list[CompiledRule] = field(default_factory=list)
     correlations: list[CompiledCorrelation] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
+    filter_issues: list[FilterIssue] = field(default_factory=list)  # filters that do not apply; rules run
 
     def by_id(self) -> dict[str, CompiledRule]:
         return {r.id: r for r in self.rules}
@@ -127,7 +131,10 @@ class RuleSet:
 
     def merge(self, other: RuleSet) -> RuleSet:
         return RuleSet(
-            self.rules + other.rules, self.correlations + other.correlations, self.errors + other.errors
+            self.rules + other.rules,
+            self.correlations + other.correlations,
+            self.errors + other.errors,
+            self.filter_issues + other.filter_issues,
         )
 
 
@@ -188,28 +195,48 @@ def load_rules(
     cluster_networks: Sequence[str] = DEFAULT_CLUSTER_NETWORKS,
     disabled: Iterable[str] = (),
     trusted_registries: Sequence[str] = DEFAULT_TRUSTED_REGISTRIES,
+    filters: Sequence[str | Path] = (),
 ) -> RuleSet:
-    """Parse, map and compile every rule under ``paths``; failures become :class:`RuleError`s."""
+    """Parse, map and compile every rule under ``paths``; failures become :class:`RuleError`s.
+
+    Sigma filter documents found under ``paths`` or ``filters`` (files or directories of filters only)
+    are compiled into the rules they name; see :mod:`kubetrail.detect.filters`.
+    """
     ruleset = RuleSet()
     skip = set(disabled)
     collections: list[SigmaCollection] = []
-    for path in rule_files(paths):
+    loaded_filters: list[LoadedFilter] = []
+    filter_files = set(rule_files(filters))
+    for path in rule_files(paths) + sorted(filter_files):
         try:
-            collection = SigmaCollection.from_yaml(path.read_text(), collect_errors=True)
+            # filters are collected, not applied per file: they name rules of other files
+            collection = SigmaCollection.from_yaml(
+                path.read_text(), collect_errors=True, collect_filters=True
+            )
         except Exception as exc:  # any unreadable file is reported, never fatal
             msg = f"{type(exc).__name__}: {exc}"
             ruleset.errors.append(RuleError(path.name, path.name, str(path), "parse", msg))
             continue
-        for rule in collection.rules:
-            rule.custom_attributes["kubetrail_path"] = str(path)
         for err in collection.errors:
             ruleset.errors.append(RuleError(path.name, path.name, str(path), "parse", str(err)))
+        loaded_filters += [LoadedFilter(f, str(path)) for f in collection.filters if not f.errors]
+        collection.filters = []
+        if path in filter_files and collection.rules:
+            msg = (
+                "a filters path holds only filter documents; its rules are not loaded (put them under rules)"
+            )
+            ruleset.errors.append(RuleError(path.name, path.name, str(path), "parse", msg))
+            continue
+        for rule in collection.rules:
+            rule.custom_attributes["kubetrail_path"] = str(path)
         collections.append(collection)
     merged = SigmaCollection.merge(collections) if collections else SigmaCollection([])
     try:
         merged.resolve_rule_references()
     except SigmaError as exc:
         ruleset.errors.append(RuleError("(references)", "(references)", "", "parse", str(exc)))
+    plan = plan_filters(loaded_filters, merged.rules)
+    ruleset.filter_issues += plan.issues
     backend = DuckDBBackend(kubetrail_pipeline(cluster_networks, trusted_registries))
     backend.init_processing_pipeline()
     no_alert: set[str] = set()
@@ -230,7 +257,13 @@ def load_rules(
             if isinstance(item, SigmaCorrelationRule):
                 ruleset.correlations.append(_compile_correlation(item, rid, where))
             else:
-                ruleset.rules.append(_compile_rule(backend, item, rid, where, rid not in no_alert))
+                pristine = copy.deepcopy(item) if id(item) in plan.by_rule else None
+                compiled = _compile_rule(backend, item, rid, where, rid not in no_alert)
+                if pristine is not None:
+                    compiled = _compile_filtered(
+                        backend, pristine, compiled, plan.by_rule[id(item)], ruleset.filter_issues
+                    )
+                ruleset.rules.append(compiled)
         except Exception as exc:  # any failure disables this rule only
             ruleset.errors.append(
                 RuleError(rid, item.title, where, "compile", f"{type(exc).__name__}: {exc}")
@@ -243,6 +276,29 @@ def load_rules(
             msg = f"references rules that are not loaded: {', '.join(missing)}"
             ruleset.errors.append(RuleError(corr.id, corr.title, corr.path, "compile", msg))
     return ruleset
+
+
+def _compile_filtered(
+    backend: DuckDBBackend,
+    pristine: SigmaRule,
+    unfiltered: CompiledRule,
+    filters: Sequence[LoadedFilter],
+    issues: list[FilterIssue],
+) -> CompiledRule:
+    """The rule with every filter that compiles against it; a filter that does not is reported and left
+    out (the rule then alerts more, never less, than intended), the others still apply."""
+    best, good = unfiltered, list[LoadedFilter]()
+    for flt in filters:
+        try:
+            candidate = apply_filters(pristine, [*good, flt])
+            compiled = _compile_rule(backend, candidate, unfiltered.id, unfiltered.path, unfiltered.alert)
+        except Exception as exc:
+            msg = f"filter {flt.title!r} ({flt.path}) does not compile against rule {unfiltered.id}: {exc}"
+            issues.append(FilterIssue(flt.id, flt.title, flt.path, "compile", unfiltered.id, msg))
+            continue
+        good.append(flt)
+        best = dataclasses.replace(compiled, filters=[f"{f.title} ({f.path})" for f in good])
+    return best
 
 
 def _compile_rule(backend: DuckDBBackend, rule: SigmaRule, rid: str, path: str, alert: bool) -> CompiledRule:
