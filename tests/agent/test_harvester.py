@@ -413,3 +413,24 @@ def test_a_gz_seen_while_being_written_is_judged_again_when_complete(
     got = set(numbers(rig.lines()))
     assert set(range(3000, 3050)) <= got
     assert set(range(5000, 5010)) <= got
+
+
+def test_a_new_file_reusing_a_drained_files_inode_is_read(tmp_path: Path) -> None:
+    """Rotators free and reuse inodes within seconds, and copies often have the very same size: a file
+    on a drained file's inode is a new file unless its size and mtime are the drained file's too."""
+    rig = Rig(tmp_path)
+    log = rig.logs / "0.log"
+    write(log, 0, 10)
+    rig.cycle()
+    rig.harvester.close()
+    rig.harvester.tails.clear()
+    st = os.stat(log)
+    # as if an earlier drained rotated file had lived on this inode, with the same size, another mtime
+    rig.harvester.finished[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns - 1)
+    rig.sent.clear()
+    rig.harvester.sync(rig.discovery.scan())
+    assert len(rig.harvester.tails) == 1
+    rig.harvester.finished[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)  # this file: skipped
+    rig.harvester.tails.clear()
+    rig.harvester.sync(rig.discovery.scan())
+    assert not rig.harvester.tails

@@ -74,7 +74,9 @@ class Harvester:
         self.first_start = store.fresh
         self.tails: dict[tuple[int, int], FileTail] = {}
         self.paths: dict[str, str] = {}  # discovered path -> source
-        self.finished: dict[tuple[int, int], int] = {}  # drained rotated files: (dev, ino) -> size
+        # drained rotated files: (dev, ino) -> (size, mtime_ns). Not the inode alone: rotators free and
+        # reuse inodes within seconds, and rotated copies often have the very same size.
+        self.finished: dict[tuple[int, int], tuple[int, int]] = {}
         self.finished_keys: set[str] = set()  # stream identities drained to the end of their file
         self.retired: list[FileTail] = []  # closed streams whose last chunks await acknowledgement
         self._unsaved: dict[str, Checkpoint] = {}
@@ -108,7 +110,7 @@ class Harvester:
                 if cp is not None:
                     cp.seen = now
                 continue
-            if self.finished.get(key) == st.st_size:
+            if self.finished.get(key) == (st.st_size, st.st_mtime_ns):
                 continue
             self._open(path, source, now)
         if rescan:
@@ -136,7 +138,7 @@ class Harvester:
                 except OSError:
                     continue
                 key = (st.st_dev, st.st_ino)
-                if key in self.tails or key in self.finished:
+                if key in self.tails or self.finished.get(key) == (st.st_size, st.st_mtime_ns):
                     continue
                 if os.path.exists(gz[: -len(".gz")]):
                     # Still being compressed: gzip/logrotate/kubelet remove the original only after the
@@ -151,7 +153,7 @@ class Harvester:
                 if fp != cp.fingerprint or size is None:
                     continue
                 if size == cp.offset % 2**32:
-                    self.finished[key] = st.st_size  # fully shipped before it was compressed
+                    self.finished[key] = (st.st_size, st.st_mtime_ns)  # shipped before it was compressed
                     self.finished_keys.add(cp.key)
                     continue
                 self._open_gz(cp, gz, st)
@@ -339,8 +341,8 @@ class Harvester:
             tail.rotated_at is not None
             and now - max(tail.rotated_at, tail.last_data_at) >= self.cfg.rotate_grace_secs
         ):
+            self.finished[key] = _stamp(tail)
             tail.close()
-            self.finished[key] = tail.size
             self.finished_keys.add(tail.key)
             del self.tails[key]
             self.retired.append(tail)
@@ -443,3 +445,12 @@ class Harvester:
     def close(self) -> None:
         for tail in self.tails.values():
             tail.close()
+
+
+def _stamp(tail: FileTail) -> tuple[int, int]:
+    """(size, mtime_ns) of a drained file, so a new file that reuses its inode is not taken for it."""
+    try:
+        st = os.fstat(tail.fd) if tail.fd >= 0 else os.stat(tail.path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
