@@ -320,19 +320,27 @@ def _compile_rule(backend: DuckDBBackend, rule: SigmaRule, rid: str, path: str, 
     sql = f"\"event.dataset\" = '{dataset}' AND ({condition})"
     _check_sql(sql)
     return CompiledRule(
-        id=rid,
-        name=rule.name,
-        title=rule.title,
-        level=_level(rule),
-        severity=LEVEL_SEVERITY.get(_level(rule), 3),
-        tags=[str(t) for t in rule.tags],
-        path=path,
+        **_rule_meta(rule, rid, path),
         sql=sql,
         dataset=dataset,
         alert=alert,
         description=rule.description or "",
         fields=list(rule.fields),
     )
+
+
+def _rule_meta(rule: Any, rid: str, path: str) -> dict[str, Any]:
+    """What detection and correlation rules share: identity, level and ATT&CK tags."""
+    level = _level(rule)
+    return {
+        "id": rid,
+        "name": rule.name,
+        "title": rule.title,
+        "level": level,
+        "severity": LEVEL_SEVERITY.get(level, 3),
+        "tags": [str(t) for t in rule.tags],
+        "path": path,
+    }
 
 
 def _compile_correlation(rule: SigmaCorrelationRule, rid: str, path: str) -> CompiledCorrelation:
@@ -348,13 +356,7 @@ def _compile_correlation(rule: SigmaCorrelationRule, rid: str, path: str) -> Com
     if isinstance(value_field, list):
         value_field = value_field[0] if value_field else None
     return CompiledCorrelation(
-        id=rid,
-        name=rule.name,
-        title=rule.title,
-        level=_level(rule),
-        severity=LEVEL_SEVERITY.get(_level(rule), 3),
-        tags=[str(t) for t in rule.tags],
-        path=path,
+        **_rule_meta(rule, rid, path),
         type=kind,
         rule_ids=refs,
         group_by=group_by,
