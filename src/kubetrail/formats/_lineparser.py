@@ -129,7 +129,7 @@ class LineParser(Parser):
 
     # -- to implement -------------------------------------------------------------------------------
     def parse_text(self, text: pa.StringArray, origin: Origin, now_ns: int, flags: Flags) -> Rows:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each line parser implements it
 
     def dataset_for(self, origin: Origin) -> str:
         return self.dataset

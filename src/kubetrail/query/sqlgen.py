@@ -87,7 +87,7 @@ class Scope:
         self.columns_used: set[str] = set()
 
     def field(self, name: str, pos: int | None) -> ResolvedField:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: RawScope and OutputScope resolve fields
 
     def error(self, message: str, pos: int | None) -> QueryError:
         return QueryError(message, query=self.query, position=pos)
