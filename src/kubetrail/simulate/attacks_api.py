@@ -7,7 +7,7 @@ from typing import Any
 
 from kubetrail.simulate.attacks import BOB, BOB_IP, C2, Planner
 from kubetrail.simulate.audit import allow, make_event, sa_user
-from kubetrail.simulate.cluster import new_uid, pod_suffix
+from kubetrail.simulate.cluster import Container, new_uid, pod_suffix
 from kubetrail.simulate.timefmt import NS
 
 __all__ = ["SCENARIOS"]
@@ -38,65 +38,49 @@ def _pod_body(
     return req, resp
 
 
-def scenario_a01(p: Planner) -> None:
-    """A01: Exec into a pod, once as POST (verb create, kubectl < 1.30) and once over WebSocket (verb get)."""
-    cluster = p.cluster
-    rng = p.rng
-    at = p.at
-    orders = cluster.find("shop", "orders")
-    t = at[0]
-    p.attack("A01", t, node=orders.node.name, ns="shop", pod=orders.pod)
-    q = f"?command=sh&container={orders.name}&stdin=true&stdout=true&tty=true"
+def _stream_into_pod(
+    p: Planner, attack: str, t: int, workload: Container, subresource: str, query: str, gap_s: int, dur_s: int
+) -> None:
+    """One kubectl exec/attach session audited twice: as POST (verb create, kubectl < 1.30) and over
+    WebSocket (verb get, kubectl >= 1.30), each with its ResponseStarted and ResponseComplete stages."""
     for k, (verb, ua) in enumerate((("create", _KUBECTL_OLD), ("get", _KUBECTL_NEW))):
-        aid = new_uid(rng)
-        for stage, dt in (("ResponseStarted", 0), ("ResponseComplete", 95 * NS)):
+        aid = new_uid(p.rng)
+        for stage, dt in (("ResponseStarted", 0), ("ResponseComplete", dur_s * NS)):
             rec = make_event(
-                ts_ns=t + k * 40 * NS + dt,
+                ts_ns=t + k * gap_s * NS + dt,
                 audit_id=aid,
                 verb=verb,
                 resource="pods",
-                namespace="shop",
-                name=orders.pod,
-                subresource="exec",
+                namespace=workload.namespace,
+                name=workload.pod,
+                subresource=subresource,
                 user=BOB,
                 source_ips=[BOB_IP],
                 user_agent=ua,
-                uri=f"/api/v1/namespaces/shop/pods/{orders.pod}/exec{q}",
+                uri=f"/api/v1/namespaces/{workload.namespace}/pods/{workload.pod}/{subresource}{query}",
                 code=101,
                 stage=stage,
                 annotations=_EDIT,
             )
-            p.add(rec, "A01")
+            p.add(rec, attack)
+
+
+def scenario_a01(p: Planner) -> None:
+    """A01: Exec into a pod, once as POST (verb create, kubectl < 1.30) and once over WebSocket (verb get)."""
+    orders = p.cluster.find("shop", "orders")
+    t = p.at[0]
+    p.attack("A01", t, node=orders.node.name, ns="shop", pod=orders.pod)
+    q = f"?command=sh&container={orders.name}&stdin=true&stdout=true&tty=true"
+    _stream_into_pod(p, "A01", t, orders, "exec", q, gap_s=40, dur_s=95)
 
 
 def scenario_a02(p: Planner) -> None:
     """A02: Attach, same two verbs."""
-    cluster = p.cluster
-    rng = p.rng
-    at = p.at
-    cart = cluster.find("shop", "cart")
-    t = at[1]
+    cart = p.cluster.find("shop", "cart")
+    t = p.at[1]
     p.attack("A02", t, node=cart.node.name, ns="shop", pod=cart.pod)
-    for k, (verb, ua) in enumerate((("create", _KUBECTL_OLD), ("get", _KUBECTL_NEW))):
-        aid = new_uid(rng)
-        for stage, dt in (("ResponseStarted", 0), ("ResponseComplete", 30 * NS)):
-            rec = make_event(
-                ts_ns=t + k * 20 * NS + dt,
-                audit_id=aid,
-                verb=verb,
-                resource="pods",
-                namespace="shop",
-                name=cart.pod,
-                subresource="attach",
-                user=BOB,
-                source_ips=[BOB_IP],
-                user_agent=ua,
-                uri=f"/api/v1/namespaces/shop/pods/{cart.pod}/attach?container=cart&stdin=true&stdout=true",
-                code=101,
-                stage=stage,
-                annotations=_EDIT,
-            )
-            p.add(rec, "A02")
+    q = "?container=cart&stdin=true&stdout=true"
+    _stream_into_pod(p, "A02", t, cart, "attach", q, gap_s=20, dur_s=30)
 
 
 def scenario_a03(p: Planner) -> None:
