@@ -118,7 +118,10 @@ def queries(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]], int | None, in
 
 @pytest.fixture(scope="module")
 def multi_segment_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    s = Store(tmp_path_factory.mktemp("prune") / "s", StoreConfig(flush_max_age_secs=3600))
+    # 64-row index blocks: most needles match a few blocks of a segment, so reads are restricted
+    s = Store(
+        tmp_path_factory.mktemp("prune") / "s", StoreConfig(flush_max_age_secs=3600, index_block_rows=64)
+    )
     for i in range(6):
         s.append(make_batch(400, seed=10 + i, start_ns=T0 + i * HOUR // 2, span_ns=HOUR))
         s.flush()
@@ -137,6 +140,39 @@ def test_pruned_search_equals_full_scan(
     full = store.search(where=where, since=since, until=until, limit=100_000, prune=False)
     assert ids(pruned.table) == ids(full.table)
     assert pruned.segments_scanned <= full.segments_scanned
+
+
+def test_needle_reads_only_the_matching_index_blocks(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s", StoreConfig(index_block_rows=64))
+    s.append(make_batch(2000, seed=4, start_ns=T0, span_ns=HOUR // 2))
+    s.append(from_pylist([{"@timestamp": T0 + 10, "event.id": "x", "message": "zebra-unicorn 42"}]))
+    s.flush()
+    scan = s.scan_set(needles=[("message", "zebra-unicorn")])
+    [(_file, ranges)] = scan.row_ranges.items()
+    assert sum(b - a + 1 for a, b in ranges) <= 2 * 64  # one block, maybe a false positive more
+    r = s.search("zebra-unicorn")
+    assert r.table.column("event.id").to_pylist() == ["x"]
+    # rows are sorted by namespace: one namespace's rows are a few blocks, read alone
+    ns = "\"kubernetes.namespace\" = 'payments'"
+    scan = s.scan_set(needles=[("kubernetes.namespace", "payments")])
+    assert scan.row_ranges
+    pruned = s.search(where=ns, needles=[("kubernetes.namespace", "payments")], limit=10_000)
+    assert ids(pruned.table) == ids(s.search(where=ns, limit=10_000, prune=False).table)
+    s.close()
+
+
+def test_text_search_limits_and_flags_truncation(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s", StoreConfig(limits=QueryLimits(max_rows=7)))
+    s.append(make_batch(300))
+    s.flush()
+    s.append(make_batch(100, seed=5))  # in the tail: both parts of the relation are read
+    everything = s.search("kubernetes.namespace:*", limit=1000)
+    assert everything.table.num_rows == 7 and everything.truncated
+    assert s.search("kubernetes.namespace:* | head 3", limit=1000).table.num_rows == 3
+    assert not s.search("kubernetes.namespace:* | head 3", limit=1000).truncated
+    counted = s.search("* | stats count() by event.dataset", limit=1000).table
+    assert sum(counted.column("count").to_pylist()) == 400
+    s.close()
 
 
 def test_timeout_raises_query_timeout(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetrail.store.tokens import INDEX_VERSION, BloomFilter
+import numpy as np
+
+from kubetrail.store.tokens import INDEX_VERSION, BloomFilter, TokenIndex
 
 __all__ = ["MAX_DISTINCT", "Catalog", "Hold", "SegmentInfo"]
 
@@ -66,7 +68,9 @@ CREATE TABLE IF NOT EXISTS blooms (
     index_version INTEGER NOT NULL,
     num_bits INTEGER NOT NULL,
     k INTEGER NOT NULL,
-    bits BLOB NOT NULL
+    bits BLOB NOT NULL,
+    block_rows INTEGER,
+    sizes BLOB
 );
 CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,6 +162,10 @@ class Catalog:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(segments)").fetchall()}
         if "schema_fp" not in columns:  # catalogs from before the column existed
             self._db.execute("ALTER TABLE segments ADD COLUMN schema_fp TEXT")
+        bloom_columns = {r[1] for r in self._db.execute("PRAGMA table_info(blooms)").fetchall()}
+        for column, kind in (("block_rows", "INTEGER"), ("sizes", "BLOB")):
+            if column not in bloom_columns:  # catalogs from before block filters
+                self._db.execute(f"ALTER TABLE blooms ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -177,7 +185,7 @@ class Catalog:
 
     # -- segments ---------------------------------------------------------------------------
     @staticmethod
-    def insert_segment(db: sqlite3.Connection, seg: SegmentInfo, bloom: BloomFilter | None) -> None:
+    def insert_segment(db: sqlite3.Connection, seg: SegmentInfo, bloom: TokenIndex | None) -> None:
         db.execute(
             f"INSERT INTO segments ({_SEG_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -204,11 +212,20 @@ class Catalog:
         )
         if bloom is not None:
             db.execute(
-                "INSERT INTO blooms (segment_id, index_version, num_bits, k, bits) VALUES (?,?,?,?,?)",
-                (seg.id, INDEX_VERSION, bloom.num_bits, bloom.k, bloom.bits),
+                "INSERT INTO blooms (segment_id, index_version, num_bits, k, bits, block_rows, sizes) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    seg.id,
+                    INDEX_VERSION,
+                    int(bloom.sizes.sum()),
+                    bloom.k,
+                    bloom.bits,
+                    bloom.block_rows,
+                    bloom.sizes_bytes(),
+                ),
             )
 
-    def add_segment(self, seg: SegmentInfo, bloom: BloomFilter | None) -> None:
+    def add_segment(self, seg: SegmentInfo, bloom: TokenIndex | None) -> None:
         with self.transaction() as db:
             self.insert_segment(db, seg, bloom)
 
@@ -286,15 +303,19 @@ class Catalog:
                 (tier, path, archive_key, segment_id),
             )
 
-    def bloom(self, segment_id: str) -> BloomFilter | None:
-        """The segment's token filter, or None (no filter, or built by another index version)."""
+    def bloom(self, segment_id: str) -> TokenIndex | None:
+        """The segment's token index, or None (no index, or built by another index version)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT index_version, num_bits, k, bits FROM blooms WHERE segment_id = ?", (segment_id,)
+                "SELECT index_version, num_bits, k, bits, block_rows, sizes FROM blooms WHERE segment_id = ?",
+                (segment_id,),
             ).fetchone()
         if row is None or row[0] != INDEX_VERSION:
             return None
-        return BloomFilter(bytes(row[3]), int(row[1]), int(row[2]))
+        if row[4] is None:  # a whole-segment filter (written before block filters)
+            return TokenIndex.from_bloom(BloomFilter(bytes(row[3]), int(row[1]), int(row[2])))
+        sizes = np.frombuffer(bytes(row[5]), dtype="<u8").astype(np.uint64)
+        return TokenIndex(bytes(row[3]), sizes, int(row[2]), int(row[4]))
 
     def totals(self) -> dict[str, int]:
         with self._lock:

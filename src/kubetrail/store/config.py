@@ -92,8 +92,11 @@ class StoreConfig(_Model):
     flush_max_age_secs: float = Field(60.0, gt=0, description="... or when its oldest row is this old.")
     sort_by: list[str] = Field(default_factory=lambda: list(DEFAULT_SORT), description="Row order.")
     zstd_level: int = Field(3, ge=1, le=22, description="Parquet zstd compression level.")
-    row_group_rows: int = Field(65_536, gt=0, description="Parquet row group size (the unit DuckDB skips).")
+    row_group_rows: int = Field(16_384, gt=0, description="Parquet row group size (the unit DuckDB skips).")
     bloom_bits_per_key: int = Field(10, ge=4, le=32, description="Token index size per distinct token.")
+    index_block_rows: int = Field(
+        16_384, ge=64, description="Rows per token-index block (a needle search reads only matching blocks)."
+    )
     dedup_cache_hours: int = Field(48, ge=1, description="Hour partitions whose event ids stay in memory.")
     delete_grace_secs: float = Field(60.0, ge=0, description="Superseded files live this long.")
     auto_maintenance: bool = Field(

@@ -33,7 +33,7 @@ from kubetrail.store.readonly import query_api, validate_read_only
 from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, read_segment, write_segment
 from kubetrail.store.tail import Tail
 from kubetrail.store.times import to_ns
-from kubetrail.store.tokens import BloomFilter, needle_hashes
+from kubetrail.store.tokens import TokenIndex, needle_hashes
 
 __all__ = ["CompiledLike", "SearchResult", "Store", "open_shared", "to_ns"]
 
@@ -72,7 +72,7 @@ class Store:
         self.tail = Tail()
         self._append_lock = threading.Lock()  # appends and flushes are serialized
         self._view_lock = threading.Lock()  # catalog+tail snapshots are consistent
-        self._blooms: dict[str, BloomFilter | None] = {}
+        self._blooms: dict[str, TokenIndex | None] = {}
         self._seen = SeenSets(self.config.dedup_cache_hours, self._load_hour_hashes)
         self._archive: Any = None
         self._last_retention = self._last_compaction = time.monotonic()
@@ -197,7 +197,7 @@ class Store:
                 self.tail.drop_through(marker)
         return [info for info, _ in written]
 
-    def _write(self, table: pa.Table, hour: int) -> tuple[SegmentInfo, BloomFilter]:
+    def _write(self, table: pa.Table, hour: int) -> tuple[SegmentInfo, TokenIndex]:
         cfg = self.config
         try:
             info, bloom = write_segment(
@@ -208,6 +208,7 @@ class Store:
                 cfg.zstd_level,
                 cfg.row_group_rows,
                 cfg.bloom_bits_per_key,
+                index_block_rows=cfg.index_block_rows,
             )
         except OSError as exc:
             raise StorageError(f"cannot write segment: {exc}", path=str(self.root)) from None
@@ -215,7 +216,7 @@ class Store:
         return info, bloom
 
     # -- reading ----------------------------------------------------------------------------
-    def bloom(self, segment_id: str) -> BloomFilter | None:
+    def bloom(self, segment_id: str) -> TokenIndex | None:
         if segment_id not in self._blooms:
             self._blooms[segment_id] = self.catalog.bloom(segment_id)
         return self._blooms[segment_id]
@@ -236,16 +237,21 @@ class Store:
             segments = self.catalog.segments(since_ns, until_ns, tiers)
             tail, _ = self.tail.snapshot()
         total = len(segments)
-        if prune:
-            segments = prune_segments(segments, needle_hashes(needles, substring_needles), self.bloom)
+        hashes = needle_hashes(needles, substring_needles) if prune else None
+        kept = prune_segments(segments, hashes, self.bloom) if hashes is not None else []
+        if hashes is None:
+            kept = [(seg, None) for seg in segments]
         files = []
-        fps = [seg.schema_fp for seg in segments]
-        for seg in segments:
+        row_ranges: dict[str, list[tuple[int, int]]] = {}
+        for seg, ranges in kept:
             if seg.tier == "archive":
                 files.append(str(self.archive.local_copy(seg)))
             else:
                 files.append(str(self.root / seg.path))
-        return ScanSet(files, tail, since_ns, until_ns, total, schema_fps=fps)
+            if ranges is not None:
+                row_ranges[files[-1]] = ranges
+        fps = [seg.schema_fp for seg, _ in kept]
+        return ScanSet(files, tail, since_ns, until_ns, total, schema_fps=fps, row_ranges=row_ranges)
 
     def open_query(self, scan: ScanSet, trusted: bool = True) -> QueryRun:
         """A query over ``scan`` on a cursor of the store's sandboxed DuckDB database.
@@ -270,6 +276,8 @@ class Store:
         cache = self.config.archive.cache_dir
         if cache is not None:
             dirs.append(str(Path(cache).resolve()) + "/")
+        # segments are immutable and never rewritten under the same name, so footers can be cached
+        db.execute("SET parquet_metadata_cache = true")
         db.execute(f"SET allowed_directories = [{', '.join(sql_literal(d) for d in dirs)}]")
         db.execute("SET enable_external_access = false")
         db.execute("SET lock_configuration = true")
@@ -306,14 +314,18 @@ class Store:
     ) -> SearchResult:
         """Run a search over segments + tail; raises ``QueryError`` (and its timeout subclasses)."""
         started = time.monotonic()
-        if isinstance(query, str) and query.strip() not in ("", "*"):
-            query = self.compile_text(query)
+        text = query if isinstance(query, str) and query.strip() not in ("", "*") else None
+        if text is not None:
+            query = self.compile_text(text)
         sql, compiled_needles, params = self.compile(query, where)
         since, until = self.time_range(query, since, until)
         scan = self.scan_set(since, until, [*compiled_needles, *needles], include_archive, prune=prune)
         run = self.open_query(scan)
         try:
-            table = run.table(sql, max_rows=limit, timeout_secs=timeout, params=params)
+            inline = text is not None and not params
+            if text is not None and inline:  # compiled again, reading the scan's relation directly
+                sql = self.compile_text(text, relation=run.inline_relation(), limit=run.cap(limit) + 1).sql
+            table = run.table(sql, max_rows=limit, timeout_secs=timeout, params=params, inline=inline)
         finally:
             run.close()
         return SearchResult(table, len(scan.files), scan.segments_total, time.monotonic() - started)
@@ -339,11 +351,12 @@ class Store:
             run.close()
 
     @staticmethod
-    def compile_text(text: str) -> CompiledLike:
+    def compile_text(text: str, **options: Any) -> CompiledLike:
+        """Compile a hunting query (``options``: ``compile_query``'s, e.g. ``relation``, ``limit``)."""
         compile_query = query_api("compile_query")
         if compile_query is None:
             raise QueryError("the query language is not installed; use where= or sql()")
-        compiled: CompiledLike = compile_query(text)
+        compiled: CompiledLike = compile_query(text, **options)
         return compiled
 
     @staticmethod

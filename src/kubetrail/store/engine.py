@@ -29,7 +29,7 @@ from kubetrail.errors import QueryCancelled, QueryError, QueryTimeout
 from kubetrail.store.catalog import SegmentInfo
 from kubetrail.store.config import QueryLimits
 from kubetrail.store.segments import ID_PREFIX_COLUMN, event_id_sql
-from kubetrail.store.tokens import BloomFilter
+from kubetrail.store.tokens import TokenIndex
 
 __all__ = ["QueryRun", "ScanSet", "prune_segments", "sql_literal"]
 
@@ -47,37 +47,60 @@ def _has_id_prefix(path: str) -> bool:
         return False  # unreadable: read_parquet reports it with the file name
 
 
-def segment_scan_sql(files: Sequence[str], where: str = "", union: bool = True) -> str:
+def segment_scan_sql(
+    files: Sequence[str],
+    where: str = "",
+    union: bool = True,
+    row_ranges: Sequence[tuple[int, int]] | None = None,
+) -> str:
     """``SELECT`` over segment files that gives back ``event.id`` whole (segments may store it split).
 
     Every reader of segment files goes through this (the engine, retro-hunts), so none sees the
     storage form of the id. ``union``: the files may differ in schema (read by name).
+    ``row_ranges``: read only these inclusive ``file_row_number`` ranges of a single file (the token
+    index's matching blocks); DuckDB then skips the other row groups and pages.
     """
     listed = ", ".join(sql_literal(f) for f in files)
     by_name = "union_by_name = true, " if union else ""
     # a schema group is homogeneous: its first file tells; a by-name union has the column if any has
     split = any(map(_has_id_prefix, files)) if union else _has_id_prefix(files[0])
-    select = event_id_sql() if split else "*"
-    return f"SELECT {select} FROM read_parquet([{listed}], {by_name}hive_partitioning = false){where}"
+    extra = ("file_row_number",) if row_ranges else ()
+    select = event_id_sql(extra) if split else (f"* EXCLUDE ({extra[0]})" if extra else "*")
+    options = f"{by_name}hive_partitioning = false" + (", file_row_number = true" if row_ranges else "")
+    if row_ranges:
+        in_blocks = " OR ".join(f"file_row_number BETWEEN {int(a)} AND {int(b)}" for a, b in row_ranges)
+        where = f"{where} AND ({in_blocks})" if where else f" WHERE ({in_blocks})"
+    return f"SELECT {select} FROM read_parquet([{listed}], {options}){where}"
 
 
 def _ts(ns: int) -> str:
     return f"make_timestamp_ns({int(ns)})::TIMESTAMPTZ_NS"
 
 
+# Above this share of a segment's rows, reading the matching blocks alone gains nothing.
+_MAX_BLOCK_SHARE = 0.5
+
+
 def prune_segments(
     segments: Sequence[SegmentInfo],
     needle_hashes: np.ndarray,
-    bloom_of: Callable[[str], BloomFilter | None],
-) -> list[SegmentInfo]:
-    """Segments whose token filter may contain every needle (no filter = keep)."""
+    index_of: Callable[[str], TokenIndex | None],
+) -> list[tuple[SegmentInfo, list[tuple[int, int]] | None]]:
+    """Segments whose token index may hold every needle, each with the row ranges to read
+    (None: the whole segment; no index = keep whole)."""
     if len(needle_hashes) == 0:
-        return list(segments)
-    kept = []
+        return [(seg, None) for seg in segments]
+    kept: list[tuple[SegmentInfo, list[tuple[int, int]] | None]] = []
     for seg in segments:
-        bloom = bloom_of(seg.id)
-        if bloom is None or bloom.contains_all(needle_hashes):
-            kept.append(seg)
+        index = index_of(seg.id)
+        if index is None:
+            kept.append((seg, None))
+            continue
+        matched = index.matching_blocks(needle_hashes)
+        if not matched.any():
+            continue
+        whole = index.block_rows <= 0 or matched.mean() > _MAX_BLOCK_SHARE
+        kept.append((seg, None if whole else index.row_ranges(matched)))
     return kept
 
 
@@ -92,13 +115,18 @@ class ScanSet:
     segments_total: int = 0
     stats: dict[str, float] = field(default_factory=dict)
     schema_fps: list[str | None] = field(default_factory=list)
+    # file -> the only row ranges a query needs from it (the token index's matching blocks)
+    row_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def file_groups(self) -> list[tuple[list[str], bool]]:
-        """(files, needs union_by_name) per schema: one group when every file has the same schema."""
+        """(files, needs union_by_name) per schema: one group when every file has the same schema.
+
+        Files in ``row_ranges`` are not part of any group: each is read on its own."""
         fps = self.schema_fps or [None] * len(self.files)
         groups: dict[str | None, list[str]] = {}
         for f, fp in zip(self.files, fps, strict=True):
-            groups.setdefault(fp, []).append(f)
+            if f not in self.row_ranges:
+                groups.setdefault(fp, []).append(f)
         return [(files, fp is None) for fp, files in groups.items()]
 
     def time_filter(self) -> str:
@@ -136,8 +164,14 @@ class QueryRun:
         parts = []
         for files, union in scan.file_groups():
             parts.append(segment_scan_sql(files, where, union=union))
-        parts.append(f'SELECT * FROM "__tail_{relation}"{where}')
-        self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{relation}" AS ' + " UNION ALL BY NAME ".join(parts))
+        for file, ranges in scan.row_ranges.items():
+            parts.append(segment_scan_sql([file], where, union=False, row_ranges=ranges))
+        if scan.tail.num_rows or not parts:
+            parts.append(f'SELECT * FROM "__tail_{relation}"{where}')
+        # A CTE, not a temporary view: creating a view writes the catalog (3-6 ms a query, measured).
+        self.relation = relation
+        self.relation_sql = " UNION ALL BY NAME ".join(parts)
+        self._with = f'WITH "{relation}" AS NOT MATERIALIZED ({self.relation_sql}) '
         if sandbox:
             # The query may read the selected segments and nothing else on disk or the network.
             if scan.files:
@@ -148,6 +182,15 @@ class QueryRun:
         self._cancelled = False
         self._timer: threading.Timer | None = None
         self.started = 0.0
+
+    def inline_relation(self) -> str:
+        """The relation as a FROM item, for SQL compiled against it: planning a subquery costs
+        about 3 ms less than the same text as a CTE (measured with ``EXPLAIN``)."""
+        return f'({self.relation_sql}) AS "{self.relation}"'
+
+    def cap(self, max_rows: int | None) -> int:
+        """The row cap a query gets: the caller's, never above ``limits.max_rows``."""
+        return min(max_rows or self.limits.max_rows, self.limits.max_rows)
 
     def cancel(self) -> None:
         """Stop the running query; the runner raises ``QueryCancelled``."""
@@ -191,12 +234,15 @@ class QueryRun:
         max_rows: int | None = None,
         timeout_secs: float | None = None,
         params: Sequence[object] = (),
+        inline: bool = False,
     ) -> pa.Table:
-        """Run ``sql`` and return at most ``max_rows`` rows; ``.schema.metadata`` says truncated."""
-        cap = min(max_rows or self.limits.max_rows, self.limits.max_rows)
+        """Run ``sql`` and return at most ``max_rows`` rows; ``.schema.metadata`` says truncated.
+
+        ``inline``: ``sql`` already reads :meth:`inline_relation` and stops after ``cap + 1`` rows."""
+        cap = self.cap(max_rows)
         self._start_timer(timeout_secs)
         try:
-            wrapped = f"SELECT * FROM ({sql}) AS __q LIMIT {cap + 1}"
+            wrapped = sql if inline else f"{self._with}SELECT * FROM ({sql}) AS __q LIMIT {cap + 1}"
             result = self.con.sql(wrapped, params=list(params) or None).to_arrow_table()
         except duckdb.Error as exc:
             raise self._translate(exc, sql) from None
@@ -216,10 +262,10 @@ class QueryRun:
         params: Sequence[object] = (),
     ) -> Iterator[pa.RecordBatch]:
         """Stream the result (for NDJSON responses); the time limit covers the whole iteration."""
-        cap = min(max_rows or self.limits.max_rows, self.limits.max_rows)
+        cap = self.cap(max_rows)
         self._start_timer(timeout_secs)
         try:
-            wrapped = f"SELECT * FROM ({sql}) AS __q LIMIT {cap}"
+            wrapped = f"{self._with}SELECT * FROM ({sql}) AS __q LIMIT {cap}"
             reader = self.con.sql(wrapped, params=list(params) or None).to_arrow_reader(batch_rows)
             yield from reader
         except duckdb.Error as exc:

@@ -138,7 +138,14 @@ def _replace(store: Store, old: SegmentInfo, tables: list[pa.Table], now_ns: int
     cfg = store.config
     written = [
         write_segment(
-            t, store.root, hour, cfg.sort_by, cfg.zstd_level, cfg.row_group_rows, cfg.bloom_bits_per_key
+            t,
+            store.root,
+            hour,
+            cfg.sort_by,
+            cfg.zstd_level,
+            cfg.row_group_rows,
+            cfg.bloom_bits_per_key,
+            index_block_rows=cfg.index_block_rows,
         )
         for t in tables
         if t.num_rows
@@ -343,6 +350,7 @@ def _merge(store: Store, segments: list[SegmentInfo], now_ns: int) -> SegmentInf
         cfg.row_group_rows,
         cfg.bloom_bits_per_key,
         cfg.compaction.text_zstd_level,
+        index_block_rows=cfg.index_block_rows,
     )
     with store.catalog.transaction() as db:
         store.catalog.insert_segment(db, info, bloom)

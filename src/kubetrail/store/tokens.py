@@ -38,7 +38,10 @@ __all__ = [
     "TEXT_COLUMNS",
     "TOKEN_COLUMNS",
     "BloomFilter",
+    "TokenIndex",
+    "block_token_hashes",
     "build_bloom",
+    "build_token_index",
     "distinct",
     "hash_strings",
     "needle_hashes",
@@ -297,6 +300,95 @@ class BloomFilter:
         byte = arr[(pos >> np.uint64(3)).astype(np.int64)]
         hit = (byte >> (pos & np.uint64(7)).astype(np.uint8)) & 1
         return bool(hit.all())
+
+
+@dataclass(frozen=True)
+class TokenIndex:
+    """A segment's token index: one Bloom filter per block of ``block_rows`` consecutive rows.
+
+    Rows are counted in file order, so a block maps to a ``file_row_number`` range that DuckDB
+    reads without decoding the rest of the file. ``block_rows == 0`` is a single filter for the
+    whole segment (segments written before block filters). Each filter has ``sizes[b]`` bits (a
+    multiple of 64; probes are taken modulo it, which for the older power-of-two filters is the
+    same mask they were built with) and starts at bit ``sum(sizes[:b])`` of ``bits``.
+    """
+
+    bits: bytes
+    sizes: np.ndarray
+    k: int
+    block_rows: int
+
+    @classmethod
+    def from_bloom(cls, bloom: BloomFilter) -> TokenIndex:
+        return cls(bloom.bits, np.array([bloom.num_bits], dtype=np.uint64), bloom.k, 0)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.sizes)
+
+    def matching_blocks(self, hashes: np.ndarray) -> np.ndarray:
+        """Per block: may it contain every hash? (no false negatives)"""
+        if len(hashes) == 0 or self.num_blocks == 0:
+            return np.ones(self.num_blocks, dtype=bool)
+        sizes = self.sizes.astype(np.uint64)
+        starts = np.zeros(len(sizes), dtype=np.uint64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        h1 = hashes & np.uint64(0xFFFFFFFF)
+        h2 = (hashes >> np.uint64(32)) | np.uint64(1)
+        probes = (h1[:, None] + np.arange(self.k, dtype=np.uint64)[None, :] * h2[:, None]).ravel()
+        pos = probes[None, :] % sizes[:, None] + starts[:, None]
+        arr = np.frombuffer(self.bits, dtype=np.uint8)
+        hit = (arr[(pos >> np.uint64(3)).astype(np.int64)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
+        matched: np.ndarray = np.asarray(hit.all(axis=1), dtype=bool)
+        return matched
+
+    def contains_all(self, hashes: np.ndarray) -> bool:
+        return bool(self.matching_blocks(hashes).any())
+
+    def row_ranges(self, matched: np.ndarray) -> list[tuple[int, int]]:
+        """Inclusive ``file_row_number`` ranges of the matched blocks (adjacent blocks merged)."""
+        if self.block_rows <= 0:
+            raise ValueError("a whole-segment filter has no row blocks")
+        padded = np.concatenate(([False], matched, [False])).astype(np.int8)
+        edges = np.diff(padded)
+        firsts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        b = self.block_rows
+        return [(int(f) * b, int(e) * b - 1) for f, e in zip(firsts, ends, strict=True)]
+
+    def sizes_bytes(self) -> bytes:
+        return self.sizes.astype("<u8").tobytes()
+
+
+def build_token_index(
+    block_hashes: Sequence[np.ndarray], block_rows: int, bits_per_key: int = 10, k: int = 6
+) -> TokenIndex:
+    """Filters sized for each block's distinct hashes (about 1 % false positives at the defaults)."""
+    sizes = np.array([max(64, -(-len(h) * bits_per_key // 64) * 64) for h in block_hashes], dtype=np.uint64)
+    table = np.zeros(int(sizes.sum()), dtype=bool)
+    start = 0
+    probes = np.arange(k, dtype=np.uint64)
+    for hashes, size in zip(block_hashes, sizes, strict=True):
+        if len(hashes):
+            h1 = hashes & np.uint64(0xFFFFFFFF)
+            h2 = (hashes >> np.uint64(32)) | np.uint64(1)
+            pos = (h1[:, None] + probes[None, :] * h2[:, None]).ravel() % size
+            table[pos.astype(np.int64) + start] = True
+        start += int(size)
+    return TokenIndex(np.packbits(table, bitorder="little").tobytes(), sizes, k, block_rows)
+
+
+def block_token_hashes(
+    table: pa.Table, block_rows: int, columns: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """Distinct (column, token) hashes of each block of ``block_rows`` rows, in row order."""
+    wanted = [c for c in (columns or (*TEXT_COLUMNS, *TOKEN_COLUMNS)) if c in table.column_names]
+    blocks = []
+    for start in range(0, max(table.num_rows, 1), block_rows):
+        part = table.slice(start, block_rows).select(wanted)
+        hashes = [token_hashes(part.column(c), c) for c in wanted]
+        hashes = [h for h in hashes if len(h)]
+        blocks.append(distinct(np.concatenate(hashes)) if hashes else np.zeros(0, dtype=np.uint64))
+    return blocks
 
 
 def build_bloom(hashes: np.ndarray, bits_per_key: int = 10, k: int = 6) -> BloomFilter:
