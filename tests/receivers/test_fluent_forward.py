@@ -11,7 +11,7 @@ import msgpack
 import orjson
 import pytest
 from fluent import asyncsender, sender
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kubetrail.errors import ProtocolError
@@ -283,6 +283,7 @@ _values = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_values, min_size=0, max_size=4))
+@example(["", b"\xdd\x01\x00\x00\x00"])  # an array header claiming 16M entries, then nothing
 def test_fuzz_inspect_frame(frame: list[Any]) -> None:
     limits = LimitsConfig()
     try:

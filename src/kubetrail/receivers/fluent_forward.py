@@ -123,7 +123,7 @@ def _payload_bytes(value: Any) -> bytes:
 def _count_entries(payload: bytes, limits: LimitsConfig) -> int:
     unpacker = make_unpacker(limits, max_buffer=max(len(payload), 1))
     unpacker.feed(payload)
-    count = 0
+    count = end = 0
     while True:
         try:
             unpacker.skip()
@@ -132,7 +132,9 @@ def _count_entries(payload: bytes, limits: LimitsConfig) -> int:
         except Exception as exc:
             raise ProtocolError(f"bad PackedForward entry stream: {type(exc).__name__}: {exc}") from None
         count += 1
-    if unpacker.tell() != len(payload):
+        end = unpacker.tell()
+    # after OutOfData, tell() may count the bytes of the unfinished entry: use the last whole entry's end
+    if end != len(payload):
         raise ProtocolError("truncated PackedForward entry stream", entries=count)
     return count
 
