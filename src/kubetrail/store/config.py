@@ -64,6 +64,9 @@ class CompactionConfig(_Model):
     text_zstd_level: int = Field(
         12, ge=1, le=22, description="zstd level of message/attributes in merged segments (-1 %, 1.4x time)."
     )
+    threads: int = Field(
+        1, ge=1, le=16, description="Hour partitions merged at once (each holds its hour's rows in memory)."
+    )
 
 
 class ArchiveConfig(_Model):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -319,7 +320,7 @@ def compact(store: Store, now_ns: int | None = None) -> int:
     for seg in store.catalog.segments():
         if seg.bytes < cfg.small_segment_bytes and seg.max_ts < now - int(cfg.min_age_secs * 1e9):
             by_partition.setdefault(seg.partition, []).append(seg)
-    merged = 0
+    merges: list[list[SegmentInfo]] = []
     for group in by_partition.values():
         runs: list[list[SegmentInfo]] = [[]]
         size = 0
@@ -329,11 +330,11 @@ def compact(store: Store, now_ns: int | None = None) -> int:
                 size = 0
             runs[-1].append(seg)
             size += seg.bytes
-        for run in runs:
-            if len(run) >= 2:
-                _merge(store, run, now)
-                merged += len(run)
-    return merged
+        merges += [run for run in runs if len(run) >= 2]
+    # sorting, zstd and token hashing release the GIL: threads use the cores
+    with ThreadPoolExecutor(max_workers=cfg.threads) as pool:
+        list(pool.map(lambda run: _merge(store, run, now), merges))
+    return sum(len(run) for run in merges)
 
 
 def _merge(store: Store, segments: list[SegmentInfo], now_ns: int) -> SegmentInfo:
