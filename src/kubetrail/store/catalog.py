@@ -293,7 +293,7 @@ class Catalog:
             ):
                 db.executemany(f"DELETE FROM {table} WHERE {col} = ?", [(s,) for s in segment_ids])
         with self._lock:  # give the freed Bloom filter pages back to the file system
-            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page a call
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def set_tier(self, segment_id: str, tier: str, path: str, archive_key: str | None) -> None:
