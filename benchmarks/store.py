@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -229,21 +229,8 @@ def _file_chunks(path: Path, node: str, inode: int, source: str, source_path: st
             offset += cut
 
 
-def simulator_corpus(
-    quick: bool, workdir: Path, hours: float | None = None, nodes: int | None = None
-) -> Corpus:
-    """``kubetrail.simulate`` writes a cluster's log files; the server's ``Parsing`` stage parses them.
-
-    Memory stays bounded at any size: files are read in 1 MiB chunks and handed over 200k rows at a time.
-    """
-    from kubetrail.formats.dispatch import Parsing
-    from kubetrail.simulate import SimulationOptions, simulate_batch
-
-    root = workdir / "sim"
-    options = SimulationOptions(hours=0.5, nodes=3) if quick else SimulationOptions(hours=24, nodes=13)
-    if hours is not None or nodes is not None:
-        options = SimulationOptions(hours=hours or options.hours, nodes=nodes or options.nodes)
-    simulate_batch(root, options, workers=1 if quick else 2)
+def _simulated_files(root: Path) -> list[tuple[Path, str, str, str]]:
+    """(path, node, source, path on the node) of every log file the simulator left (rotated .gz aside)."""
     files: list[tuple[Path, str, str, str]] = []
     for path in sorted(root.rglob("*")):
         if path.is_symlink() or not path.is_file() or path.suffix == ".gz":
@@ -259,26 +246,63 @@ def simulator_corpus(
             files.append((path, node, "klog", inner))
         elif inner.startswith("/var/log/syslog"):
             files.append((path, node, "syslog", inner))
+    return files
+
+
+def simulation_windows(quick: bool, hours: float | None, nodes: int | None) -> list[Any]:
+    """The simulations a corpus is made of: runs longer than an hour are simulated an hour at a time
+    (a new seed each hour, as if the cluster's pods were replaced), so the simulator's memory stays
+    bounded and kubelet's 10 MiB rotation never deletes lines before they are read."""
+    from kubetrail.simulate import SimulationOptions
+    from kubetrail.simulate.options import DEFAULT_START
+
+    total = hours or (0.5 if quick else 24.0)
+    n = nodes or (3 if quick else 13)
+    start = datetime.fromisoformat(DEFAULT_START.replace("Z", "+00:00"))
+    windows = []
+    done, w = 0.0, 0
+    while done < total - 1e-9:
+        span = min(1.0, total - done)
+        at = (start + timedelta(hours=done)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        windows.append(SimulationOptions(hours=span, nodes=n, seed=1 + w, start=at))
+        done, w = done + span, w + 1
+    return windows
+
+
+def simulator_corpus(
+    quick: bool, workdir: Path, hours: float | None = None, nodes: int | None = None
+) -> Corpus:
+    """``kubetrail.simulate`` writes a cluster's log files; the server's ``Parsing`` stage parses them.
+
+    Memory stays bounded at any size: files are read in 1 MiB chunks and handed over 200k rows at a time.
+    """
+    from kubetrail.formats.dispatch import Parsing
+    from kubetrail.simulate import simulate_batch
+
     parsing = Parsing()
     pending: list[pa.RecordBatch] = []
-    rows = raw = 0
+    rows = raw = inode = 0
     now = datetime.now(UTC)
-    for inode, (path, node, source, inner) in enumerate(files, start=1):
-        for chunk in _file_chunks(path, node, inode, source, inner):
-            raw += len(chunk.data)
-            batch = parsing.parse(chunk, now)
-            if batch.num_rows:
-                pending.append(batch)
-                rows += batch.num_rows
-            if rows >= 200_000:
-                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0], raw
-                pending, rows, raw = [], 0, 0
+    for w, options in enumerate(simulation_windows(quick, hours, nodes)):
+        root = workdir / f"sim-{w:03d}"
+        simulate_batch(root, options, workers=1 if quick else 2)
+        for path, node, source, inner in _simulated_files(root):
+            inode += 1  # unique across windows: the file identity is part of every event id
+            for chunk in _file_chunks(path, node, inode, source, inner):
+                raw += len(chunk.data)
+                batch = parsing.parse(chunk, now)
+                if batch.num_rows:
+                    pending.append(batch)
+                    rows += batch.num_rows
+                if rows >= 200_000:
+                    yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0], raw
+                    pending, rows, raw = [], 0, 0
+        shutil.rmtree(root, ignore_errors=True)
     last = parsing.flush(now, force=True)
     if last.num_rows:
         pending.append(last)
     if pending:
         yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0], raw
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _produce(args: tuple[bool, Path, float | None, int | None], outbox: Any) -> None:
