@@ -574,6 +574,7 @@ def measure(work: Path, quick: bool, corpus_name: str) -> dict[str, Any]:
             )
         for engine, fn in engines.items():
             out[f"{engine}_{name}_rows"] = fn().num_rows
+        out.update(store_reads(store, q, name))
         out.update(interleaved(name, engines, needle_repeat))
     for name, (store_sql, ch_sql) in aggregations().items():
         engines = {
@@ -588,6 +589,21 @@ def measure(work: Path, quick: bool, corpus_name: str) -> dict[str, Any]:
         chdb.close()
     store.close()
     return out
+
+
+def store_reads(store: Store, query: str, name: str) -> dict[str, int]:
+    """What the token index left the store to read for a needle: segments and rows (blocks)."""
+    _, needles, _ = store.compile(store.compile_text(query))
+    scan = store.scan_set(needles=needles)
+    rows = 0
+    for file in scan.files:
+        ranges = scan.row_ranges.get(file)
+        rows += sum(b - a + 1 for a, b in ranges) if ranges else pq.read_metadata(file).num_rows
+    return {
+        f"store_{name}_segments_read": len(scan.files),
+        f"store_{name}_segments_total": scan.segments_total,
+        f"store_{name}_rows_read": rows,
+    }
 
 
 def run(
