@@ -554,8 +554,8 @@ def build(
 
 def measure(work: Path, quick: bool, corpus_name: str) -> dict[str, Any]:
     """Needle searches and aggregations, the engines taking turns on the same data."""
-    repeat = 5 if quick else 15
-    needle_repeat = 15 if quick else 31  # needles take milliseconds: samples for a stable median
+    repeat = 3 if quick else 15
+    needle_repeat = 11 if quick else 31  # needles take milliseconds: samples for a stable median
     out: dict[str, Any] = {}
     store = bench_store(work / "store")
     queries = generated_queries(store) if corpus_name == "generated" else simulator_queries(store)
