@@ -27,7 +27,7 @@ from kubetrail.config import KubetrailConfig, Topology
 from kubetrail.errors import ConfigError
 from kubetrail.receivers._context import ReceiverContext, Unauthorized
 from kubetrail.receivers._http import HttpListener, bearer_token, serve_http
-from kubetrail.server.auth import TokenStore
+from kubetrail.server.auth import Identity, TokenStore
 from kubetrail.server.backpressure import ByteBudget, RateLimiter
 from kubetrail.server.metrics import ServerMetrics
 from kubetrail.server.pipeline import ChunkParser, Pipeline, StoreLike
@@ -184,21 +184,40 @@ class KubetrailServer:
         app.state.kubetrail_store = self.store
         return app
 
-    async def _require_reader(self, request: Request, call_next: Any) -> Response:
-        """Every read path needs a token with the hunter role (admin passes) when tokens are configured;
-        the caller's token name is logged with the query (who searched what)."""
+    def _authenticate_reader(self, token: str | None) -> Identity | None:
+        """A hunter token (reads every namespace) or a viewer token (reads its token's namespaces);
+        admin passes as both. None when tokens are not configured (everything is readable)."""
         assert self.ctx is not None
         try:
-            identity = self.ctx.authenticate(bearer_token(request), "hunter")
+            return self.ctx.authenticate(token, "hunter")
+        except Unauthorized as exc:
+            if exc.status != 403:
+                raise
+            try:
+                return self.ctx.authenticate(token, "viewer")
+            except Unauthorized:
+                raise Unauthorized(403, f"{exc} or 'viewer'") from None
+
+    async def _require_reader(self, request: Request, call_next: Any) -> Response:
+        """Every read path needs a hunter or viewer token (admin passes) when tokens are configured.
+
+        The caller's ``Identity`` goes on ``request.state.kubetrail_identity``: the search router
+        scopes a viewer to its namespaces. The token name is logged with the query (who searched what).
+        """
+        try:
+            identity = self._authenticate_reader(bearer_token(request))
         except Unauthorized as exc:
             headers = {"WWW-Authenticate": 'Bearer realm="kubetrail"'} if exc.status == 401 else {}
             body = {"error": {"code": "KT-AUTH", "message": str(exc)}}
             return JSONResponse(body, status_code=exc.status, headers=headers)
+        request.state.kubetrail_identity = identity
+        scope = identity.read_scope() if identity else None
         log.info(
-            "api %s %s by %s: %s",
+            "api %s %s by %s%s: %s",
             request.method,
             request.url.path,
             identity.name if identity else "anonymous",
+            "" if scope is None else f" (namespaces {', '.join(scope) or 'none'})",
             request.url.query[:500],
         )
         response: Response = await call_next(request)

@@ -6,7 +6,7 @@ The tokens file (``server.tokens_file``) never holds a token, only a salted hash
       - name: node-agents                 # shows up in logs and metrics instead of the secret
         hash: "sha256$<salt hex>$<digest hex>"
         roles: [agent]                    # agent (ingest), admin, hunter, viewer
-        namespaces: []                    # viewer: the namespaces it may read (empty: none)
+        namespaces: []                    # viewer: the only namespaces it may search (empty: none)
 
 ``kubetrail server token create --name NAME --role agent`` prints a fresh random token and its entry.
 Tokens are 256-bit random strings, so one salted SHA-256 is as strong as a slow KDF here (the same
@@ -55,6 +55,13 @@ class Identity:
 
     def has(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
+
+    def read_scope(self) -> tuple[str, ...] | None:
+        """The namespaces this identity may search, None: all. Hunters and admins read everything;
+        a viewer only its token's namespaces (none when empty); any other identity reads nothing."""
+        if self.has("hunter"):
+            return None
+        return self.namespaces if "viewer" in self.roles else ()
 
 
 def generate_token() -> str:

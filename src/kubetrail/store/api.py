@@ -3,6 +3,11 @@
 The server mounts ``router`` under ``/api`` and puts the ``Store`` on ``app.state.kubetrail_store``.
 A query that does not compile is a 400 with ``{"error": {"code", "message", "position"}}`` before
 any row is sent; an error while streaming (a timeout) ends the stream with one such error line.
+
+Scope: the server's auth middleware puts the caller's ``Identity`` on ``request.state``. A viewer
+token searches only the namespaces its token lists (the store cuts the relation the query reads, so
+every pipe and aggregation sees only those rows); hunters, admins and anonymous callers (no tokens
+configured) search everything.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubetrail.errors import KubetrailError, QueryError
 from kubetrail.outputs.file import encode_ndjson
+from kubetrail.server.auth import Identity
 
-__all__ = ["SearchRequest", "router"]
+__all__ = ["SearchRequest", "read_scope", "router"]
 
 router = APIRouter()
 
@@ -45,7 +51,15 @@ def _error(exc: KubetrailError) -> dict[str, Any]:
     }
 
 
-def _stream(store: Any, req: SearchRequest, compiled: Any) -> Iterator[bytes]:
+def read_scope(request: Request) -> tuple[str, ...] | None:
+    """The namespaces the caller may search (None: all), from the identity the middleware set."""
+    identity: Identity | None = getattr(request.state, "kubetrail_identity", None)
+    return None if identity is None else identity.read_scope()
+
+
+def _stream(
+    store: Any, req: SearchRequest, compiled: Any, namespaces: tuple[str, ...] | None
+) -> Iterator[bytes]:
     try:
         for batch in store.search_batches(
             compiled,
@@ -54,6 +68,7 @@ def _stream(store: Any, req: SearchRequest, compiled: Any) -> Iterator[bytes]:
             limit=req.limit,
             timeout=req.timeout_secs,
             include_archive=req.include_archive,
+            namespaces=namespaces,
         ):
             payload = encode_ndjson(batch)
             if payload:
@@ -71,7 +86,8 @@ def _search(request: Request, req: SearchRequest) -> Any:
         store.time_range(compiled, req.since, req.until)  # reject unreadable times up front
     except QueryError as exc:
         return JSONResponse(_error(exc), status_code=400)
-    return StreamingResponse(_stream(store, req, compiled), media_type="application/x-ndjson")
+    stream = _stream(store, req, compiled, read_scope(request))
+    return StreamingResponse(stream, media_type="application/x-ndjson")
 
 
 @router.get("/v1/search")

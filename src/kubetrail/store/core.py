@@ -229,14 +229,22 @@ class Store:
         include_archive: bool = False,
         substring_needles: bool = False,
         prune: bool = True,
+        namespaces: Sequence[str] | None = None,
     ) -> ScanSet:
-        """The files and tail rows a query over [since, until) has to read."""
+        """The files and tail rows a query over [since, until) has to read.
+
+        ``namespaces``: the reader sees only rows of these namespaces (a viewer token; empty: none;
+        None: all); segments the catalog says hold none of them are not read."""
         since_ns, until_ns = to_ns(since), to_ns(until)
         tiers = ("hot", "archive") if include_archive else ("hot",)
         with self._view_lock:
             segments = self.catalog.segments(since_ns, until_ns, tiers)
             tail, _ = self.tail.snapshot()
         total = len(segments)
+        scope = None if namespaces is None else tuple(sorted(set(namespaces)))
+        if scope is not None:  # a segment's list is None when unknown or too long: keep it
+            allowed = set(scope)
+            segments = [s for s in segments if s.namespaces is None or not allowed.isdisjoint(s.namespaces)]
         hashes = needle_hashes(needles, substring_needles) if prune else None
         kept = prune_segments(segments, hashes, self.bloom) if hashes is not None else []
         if hashes is None:
@@ -251,7 +259,9 @@ class Store:
             if ranges is not None:
                 row_ranges[files[-1]] = ranges
         fps = [seg.schema_fp for seg, _ in kept]
-        return ScanSet(files, tail, since_ns, until_ns, total, schema_fps=fps, row_ranges=row_ranges)
+        return ScanSet(
+            files, tail, since_ns, until_ns, total, schema_fps=fps, row_ranges=row_ranges, namespaces=scope
+        )
 
     def open_query(self, scan: ScanSet, trusted: bool = True) -> QueryRun:
         """A query over ``scan`` on a cursor of the store's sandboxed DuckDB database.
@@ -311,15 +321,19 @@ class Store:
         where: str | None = None,
         needles: Sequence[tuple[str, str]] = (),
         prune: bool = True,
+        namespaces: Sequence[str] | None = None,
     ) -> SearchResult:
-        """Run a search over segments + tail; raises ``QueryError`` (and its timeout subclasses)."""
+        """Run a search over segments + tail; raises ``QueryError`` (and its timeout subclasses).
+
+        ``namespaces``: only rows of these namespaces exist for this search (see ``scan_set``)."""
         started = time.monotonic()
         text = query if isinstance(query, str) and query.strip() not in ("", "*") else None
         if text is not None:
             query = self.compile_text(text)
         sql, compiled_needles, params = self.compile(query, where)
         since, until = self.time_range(query, since, until)
-        scan = self.scan_set(since, until, [*compiled_needles, *needles], include_archive, prune=prune)
+        all_needles = [*compiled_needles, *needles]
+        scan = self.scan_set(since, until, all_needles, include_archive, prune=prune, namespaces=namespaces)
         run = self.open_query(scan)
         try:
             inline = text is not None and not params
@@ -338,13 +352,15 @@ class Store:
         limit: int | None = None,
         timeout: float | None = None,
         include_archive: bool = False,
+        namespaces: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream a search's rows batch by batch (the HTTP API's NDJSON)."""
+        """Stream a search's rows batch by batch (the HTTP API's NDJSON); ``namespaces`` as in ``search``."""
         if isinstance(query, str) and query.strip() not in ("", "*"):
             query = self.compile_text(query)
         sql, compiled_needles, params = self.compile(query)
         since, until = self.time_range(query, since, until)
-        run = self.open_query(self.scan_set(since, until, compiled_needles, include_archive))
+        scan = self.scan_set(since, until, compiled_needles, include_archive, namespaces=namespaces)
+        run = self.open_query(scan)
         try:
             yield from run.batches(sql, max_rows=limit, timeout_secs=timeout, params=params)
         finally:

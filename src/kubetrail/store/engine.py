@@ -1,7 +1,8 @@
 """The query engine: DuckDB over the selected segments plus the in-memory tail, under limits.
 
 A query sees one relation, ``logs`` = ``read_parquet([selected files], union_by_name=true)``
-``UNION ALL BY NAME`` the tail (an Arrow table registered zero-copy), both cut to the time range.
+``UNION ALL BY NAME`` the tail (an Arrow table registered zero-copy), both cut to the time range
+and, for a namespace-scoped reader (a viewer token), to its namespaces.
 Segments are selected from the catalog by time range and then by the token index (a needle the
 query requires that a segment's Bloom filter does not contain rules the segment out). Limits: a
 timer interrupts the connection after ``timeout_secs`` (``QueryTimeout``), ``cancel()`` interrupts
@@ -117,6 +118,8 @@ class ScanSet:
     schema_fps: list[str | None] = field(default_factory=list)
     # file -> the only row ranges a query needs from it (the token index's matching blocks)
     row_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # the only ``kubernetes.namespace`` values the reader may see (a viewer token); None: all
+    namespaces: tuple[str, ...] | None = None
 
     def file_groups(self) -> list[tuple[list[str], bool]]:
         """(files, needs union_by_name) per schema: one group when every file has the same schema.
@@ -129,12 +132,36 @@ class ScanSet:
                 groups.setdefault(fp, []).append(f)
         return [(files, fp is None) for fp, files in groups.items()]
 
-    def time_filter(self) -> str:
+    def time_conditions(self) -> list[str]:
         conds = []
         if self.since_ns is not None:
             conds.append(f'"@timestamp" >= {_ts(self.since_ns)}')
         if self.until_ns is not None:
             conds.append(f'"@timestamp" < {_ts(self.until_ns)}')
+        return conds
+
+    def time_filter(self) -> str:
+        conds = self.time_conditions()
+        return (" WHERE " + " AND ".join(conds)) if conds else ""
+
+    def namespace_condition(self) -> str | None:
+        """The reader's namespace scope as SQL; a null namespace (node logs) is never in scope, and
+        an empty scope matches nothing (never everything)."""
+        if self.namespaces is None:
+            return None
+        if not self.namespaces:
+            return "FALSE"
+        return f'"kubernetes.namespace" IN ({", ".join(sql_literal(ns) for ns in self.namespaces)})'
+
+    def row_filter(self) -> str:
+        """``" WHERE ..."`` (or empty) for every part of the relation: the time range and the scope.
+
+        The scope is part of the relation itself, so no query shape (pipes, aggregations, user
+        SQL) can read rows outside it."""
+        conds = self.time_conditions()
+        scope = self.namespace_condition()
+        if scope is not None:
+            conds.append(scope)
         return (" WHERE " + " AND ".join(conds)) if conds else ""
 
 
@@ -160,7 +187,7 @@ class QueryRun:
             if limits.threads:
                 self.con.execute(f"SET threads = {int(limits.threads)}")
         self.con.register(f"__tail_{relation}", scan.tail)
-        where = scan.time_filter()
+        where = scan.row_filter()
         parts = []
         for files, union in scan.file_groups():
             parts.append(segment_scan_sql(files, where, union=union))
