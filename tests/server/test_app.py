@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -319,3 +320,24 @@ def test_server_thread_for_demos(tmp_path: Path) -> None:
         api_host, api_port = server.address("api")
         assert httpx.get(f"http://{api_host}:{api_port}/readyz").status_code == 200
     assert store.messages() == ["threaded"]  # stopping drained the pipeline into the store
+
+
+def test_a_server_without_receivers_stops_at_once(tmp_path: Path) -> None:
+    """A query-only server: stop() must not wait out the shutdown timeout for the API task."""
+    from kubetrail.config import validate_config
+    from kubetrail.server.app import KubetrailServer
+    from kubetrail.store import Store
+    from tests.server.helpers import LineParser
+
+    cfg, topology = validate_config(
+        {"data_dir": str(tmp_path / "data"), "server": {"listen": "127.0.0.1:0", "shutdown_timeout_secs": 30}}
+    )
+    server = KubetrailServer(cfg, topology, store=Store(tmp_path / "store"), parser=LineParser())
+
+    async def go() -> float:
+        await server.start()
+        started = time.monotonic()
+        await server.stop()
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) < 10

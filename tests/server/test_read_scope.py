@@ -50,7 +50,6 @@ def test_viewer_tokens_read_only_their_namespaces(tmp_path: Path) -> None:
         {
             "data_dir": str(tmp_path / "data"),
             "server": {"listen": "127.0.0.1:0", "tokens_file": str(tokens)},
-            # with no receiver at all, stop() waits out shutdown_timeout_secs for the API task
             "receivers": {"agent": {"type": "agent", "listen": "127.0.0.1:0"}},
         }
     )

@@ -235,8 +235,10 @@ class KubetrailServer:
         timeout = self.settings.shutdown_timeout_secs
         for receiver in self.receivers.values():
             await receiver.stop()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks[:-1] or self._tasks, timeout=timeout)
+        # the receivers drain; the API task (the last one) runs until ``self.api.stop()`` below
+        receiver_tasks = self._tasks[: len(self.receivers)]
+        if receiver_tasks:
+            _, pending = await asyncio.wait(receiver_tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
         if self.ctx is not None:
