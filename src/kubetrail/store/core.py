@@ -189,7 +189,7 @@ class Store:
             written = []
             for hour in np.unique(hours):
                 part = table.filter(pa.array(hours == hour))
-                written.append(self._write(part, int(hour)))
+                written.append(self.write_hour_segment(part, int(hour)))
             with self._view_lock:
                 with self.catalog.transaction() as db:
                     for info, bloom in written:
@@ -197,23 +197,37 @@ class Store:
                 self.tail.drop_through(marker)
         return [info for info, _ in written]
 
-    def _write(self, table: pa.Table, hour: int) -> tuple[SegmentInfo, TokenIndex]:
+    def write_hour_segment(
+        self, table: pa.Table, hour: int, merged: bool = False
+    ) -> tuple[SegmentInfo, TokenIndex]:
+        """Sort, write and index rows of one hour with the configured layout (not yet in the catalog).
+
+        ``merged``: a compaction or retention rewrite, written with the compaction zstd levels."""
         cfg = self.config
+        level, text_level = (
+            (cfg.compaction.zstd_level, cfg.compaction.text_zstd_level)
+            if merged
+            else (
+                cfg.zstd_level,
+                None,
+            )
+        )
         try:
-            info, bloom = write_segment(
+            info, index = write_segment(
                 table,
                 self.root,
                 hour,
                 cfg.sort_by,
-                cfg.zstd_level,
+                level,
                 cfg.row_group_rows,
                 cfg.bloom_bits_per_key,
+                text_level,
                 index_block_rows=cfg.index_block_rows,
             )
         except OSError as exc:
             raise StorageError(f"cannot write segment: {exc}", path=str(self.root)) from None
-        self._blooms[info.id] = bloom
-        return info, bloom
+        self._blooms[info.id] = index
+        return info, index
 
     # -- reading ----------------------------------------------------------------------------
     def bloom(self, segment_id: str) -> TokenIndex | None:

@@ -26,7 +26,7 @@ from kubetrail.schema import from_pylist
 from kubetrail.store.catalog import Hold, SegmentInfo
 from kubetrail.store.config import RetentionPolicy
 from kubetrail.store.engine import sql_literal
-from kubetrail.store.segments import HOUR_NS, read_segment, write_segment
+from kubetrail.store.segments import HOUR_NS, read_segment
 
 if TYPE_CHECKING:
     from kubetrail.store.core import Store
@@ -136,21 +136,7 @@ def _split(store: Store, seg: SegmentInfo, remove_sql: str) -> tuple[pa.Table, p
 def _replace(store: Store, old: SegmentInfo, tables: list[pa.Table], now_ns: int) -> list[SegmentInfo]:
     """Write ``tables`` as new segments of ``old``'s hour and swap them in atomically."""
     hour = old.min_ts // HOUR_NS
-    cfg = store.config
-    written = [
-        write_segment(
-            t,
-            store.root,
-            hour,
-            cfg.sort_by,
-            cfg.zstd_level,
-            cfg.row_group_rows,
-            cfg.bloom_bits_per_key,
-            index_block_rows=cfg.index_block_rows,
-        )
-        for t in tables
-        if t.num_rows
-    ]
+    written = [store.write_hour_segment(t, hour) for t in tables if t.num_rows]
     with store.catalog.transaction() as db:
         for info, bloom in written:
             store.catalog.insert_segment(db, info, bloom)
@@ -340,19 +326,7 @@ def compact(store: Store, now_ns: int | None = None) -> int:
 def _merge(store: Store, segments: list[SegmentInfo], now_ns: int) -> SegmentInfo:
     tables = [read_segment(store.root / s.path) for s in segments]
     table = pa.concat_tables(tables, promote_options="default")
-    cfg = store.config
-    hour = segments[0].min_ts // HOUR_NS
-    info, bloom = write_segment(
-        table,
-        store.root,
-        hour,
-        cfg.sort_by,
-        cfg.compaction.zstd_level,
-        cfg.row_group_rows,
-        cfg.bloom_bits_per_key,
-        cfg.compaction.text_zstd_level,
-        index_block_rows=cfg.index_block_rows,
-    )
+    info, bloom = store.write_hour_segment(table, segments[0].min_ts // HOUR_NS, merged=True)
     with store.catalog.transaction() as db:
         store.catalog.insert_segment(db, info, bloom)
         store.catalog.mark_deleted(db, [s.id for s in segments], time.time_ns())
