@@ -21,7 +21,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,7 @@ def generate(n: int, seed: int, start_ns: int, span_ns: int, offset: int) -> tup
 
 
 Corpus = Iterator[tuple[pa.RecordBatch, int]]
+ENGINES = ("store", "duckdb_plain", "chdb")
 Queries = dict[str, tuple[str, str, str]]  # name -> (hunting query, DuckDB WHERE, chDB WHERE)
 
 
@@ -439,16 +440,19 @@ def interleaved(name: str, engines: dict[str, Callable[[], Any]], repeat: int) -
     return out
 
 
-def aggregations() -> dict[str, tuple[str, str]]:
-    """name -> (SQL over the store's / plain DuckDB's ``logs``, the same over chDB's ``kt.logs``)."""
+def aggregations() -> dict[str, tuple[str, str, str]]:
+    """name -> (the hunting query the store runs, SQL over plain DuckDB's ``logs``, SQL over chDB)."""
     return {
         "agg_ns_per_minute": (
+            "* | timechart span=1m count() by kubernetes.namespace",
             'SELECT "kubernetes.namespace" AS ns, time_bucket(INTERVAL 1 minute, "@timestamp") AS minute, '
             "count(*) AS n FROM logs GROUP BY ALL",
             "SELECT kubernetes_namespace, toStartOfMinute(_timestamp) m, count() FROM kt.logs "
             "GROUP BY kubernetes_namespace, m",
         ),
         "agg_top_users_by_verb": (
+            "event.dataset:audit | stats count() by kubernetes.audit.verb, kubernetes.audit.user.username "
+            "| sort -count | head 10",
             'SELECT "kubernetes.audit.verb" AS verb, "kubernetes.audit.user.username" AS user, count(*) AS n '
             "FROM logs WHERE \"event.dataset\" = 'audit' GROUP BY ALL ORDER BY n DESC LIMIT 10",
             "SELECT kubernetes_audit_verb, kubernetes_audit_user_username, count() c FROM kt.logs "
@@ -471,7 +475,7 @@ def bench_store(root: Path) -> Store:
             flush_max_age_secs=3600,
             delete_grace_secs=0,
             auto_maintenance=False,
-            limits=QueryLimits(max_rows=10_000),
+            limits=QueryLimits(max_rows=1_000_000),
             compaction=CompactionConfig(
                 small_segment_bytes=1 << 40, target_segment_bytes=256 << 20, threads=2
             ),
@@ -552,8 +556,8 @@ def build(
     return out
 
 
-def measure(work: Path, quick: bool, corpus_name: str) -> dict[str, Any]:
-    """Needle searches and aggregations, the engines taking turns on the same data."""
+def measure(work: Path, quick: bool, corpus_name: str, only: Sequence[str] = ENGINES) -> dict[str, Any]:
+    """Needle searches and aggregations, the engines (``only`` these) taking turns on the same data."""
     repeat = 3 if quick else 15
     needle_repeat = 11 if quick else 31  # needles take milliseconds: samples for a stable median
     out: dict[str, Any] = {}
@@ -572,17 +576,21 @@ def measure(work: Path, quick: bool, corpus_name: str) -> dict[str, Any]:
             engines["chdb"] = lambda w=ch_where: chdb.query(
                 f"SELECT * FROM kt.logs WHERE {w} LIMIT 10000", "ArrowTable"
             )
+        engines = {k: v for k, v in engines.items() if k in only}
         for engine, fn in engines.items():
             out[f"{engine}_{name}_rows"] = fn().num_rows
         out.update(store_reads(store, q, name))
         out.update(interleaved(name, engines, needle_repeat))
-    for name, (store_sql, ch_sql) in aggregations().items():
+    for name, (hunt, plain_sql, ch_sql) in aggregations().items():
         engines = {
-            "store": lambda q=store_sql: store.sql(q, limit=10**9),  # type: ignore[misc]
-            "duckdb_plain": lambda q=store_sql: con.sql(q).to_arrow_table(),  # type: ignore[misc]
+            "store": lambda q=hunt: store.search(q, limit=1_000_000).table,  # type: ignore[misc]
+            "duckdb_plain": lambda q=plain_sql: con.sql(q).to_arrow_table(),  # type: ignore[misc]
         }
         if chdb is not None:
             engines["chdb"] = lambda q=ch_sql: chdb.query(q, "ArrowTable")  # type: ignore[misc]
+        engines = {k: v for k, v in engines.items() if k in only}
+        for engine, fn in engines.items():
+            out[f"{engine}_{name}_rows"] = fn().num_rows
         out.update(interleaved(name, engines, repeat))
     con.close()
     if chdb is not None:
@@ -613,6 +621,7 @@ def run(
     nodes: int | None = None,
     workdir: Path | None = None,
     measure_only: bool = False,
+    only: Sequence[str] = ENGINES,
 ) -> dict[str, Any]:
     """Build then measure; with ``workdir`` the built data is kept (and ``measure_only`` reuses it)."""
     work = workdir or Path(tempfile.mkdtemp(prefix="kt-bench-store-"))
@@ -623,7 +632,7 @@ def run(
             work.mkdir(parents=True, exist_ok=True)
             out = build(work, quick, corpus_name, hours, nodes)
             (work / "build.json").write_text(json.dumps(out))
-        out.update(measure(work, out["mode"] == "quick", out["corpus"]))
+        out.update(measure(work, out["mode"] == "quick", out["corpus"], only))
         out["peak_rss_mb"] = peak_rss_mb()
     finally:
         if workdir is None:
@@ -729,11 +738,19 @@ def main() -> None:
     parser.add_argument(
         "--measure-only", action="store_true", help="Only measure queries on the data --workdir kept."
     )
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help="Engines to measure (comma-separated): " + ", ".join(ENGINES),
+    )
     args = parser.parse_args()
+    only = [e for e in args.engines.split(",") if e]
+    if set(only) - set(ENGINES):
+        parser.error(f"unknown engine in --engines (known: {', '.join(ENGINES)})")
     if args.measure_only and args.workdir is None:
         parser.error("--measure-only needs --workdir")
     started = time.perf_counter()
-    result = run(args.quick, args.corpus, args.hours, args.nodes, args.workdir, args.measure_only)
+    result = run(args.quick, args.corpus, args.hours, args.nodes, args.workdir, args.measure_only, only)
     result["wall_secs"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
 

@@ -14,6 +14,7 @@ import pytest
 
 from kubetrail.errors import QueryError
 from kubetrail.query import compile_query
+from kubetrail.schema import from_pylist
 
 from .conftest import NOW
 
@@ -310,3 +311,22 @@ def test_relation_may_be_a_table_function(tmp_path: Path, batch: pa.RecordBatch)
     plan = "\n".join(str(r[1]) for r in duckdb.sql("EXPLAIN " + c.sql).fetchall())
     # plain comparisons reach the Parquet scan as table filters (pushdown)
     assert "Filters" in plan or "filters" in plan.lower(), plan
+
+
+@pytest.mark.parametrize("session_tz", ["UTC", "America/New_York"])
+def test_timechart_buckets_floor_to_the_span_in_utc(session_tz: str) -> None:
+    """Buckets are computed on epoch nanoseconds (faster than time_bucket); they must equal
+    time_bucket's, also before 1970 and whatever the session time zone."""
+    stamps = [-90_500_000_000, -1, 0, 59_999_999_999, 60_000_000_000, 1_767_268_812_345_678_901]
+    rows = [{"@timestamp": ts, "event.id": str(i), "message": "x"} for i, ts in enumerate(stamps)]
+    c = duckdb.connect()
+    c.execute(f"SET TimeZone = '{session_tz}'")
+    c.register("logs_arrow", pa.Table.from_batches([from_pylist(rows)]))
+    c.execute("CREATE TABLE logs AS SELECT * FROM logs_arrow")
+    sql = compile_query("* | timechart span=1m count()", now=NOW).sql
+    got = sorted((r[0].timestamp(), r[1]) for r in c.execute(sql).fetchall())
+    expected: dict[float, int] = {}
+    for ts in stamps:
+        minute = (ts // 60_000_000_000) * 60
+        expected[minute] = expected.get(minute, 0) + 1
+    assert got == sorted((float(k), v) for k, v in expected.items())

@@ -300,8 +300,8 @@ class Store:
         cache = self.config.archive.cache_dir
         if cache is not None:
             dirs.append(str(Path(cache).resolve()) + "/")
-        # segments are immutable and never rewritten under the same name, so footers can be cached
-        db.execute("SET parquet_metadata_cache = true")
+        # segments are immutable and never rewritten under the same name, so footers can be cached;
+        db.execute("SET GLOBAL parquet_metadata_cache = true")  # GLOBAL: cursors do not inherit a SET
         db.execute(f"SET allowed_directories = [{', '.join(sql_literal(d) for d in dirs)}]")
         db.execute("SET enable_external_access = false")
         db.execute("SET lock_configuration = true")
