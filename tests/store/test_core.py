@@ -266,28 +266,3 @@ def test_memory_limit_is_a_query_error(tmp_path: Path) -> None:
         )
     assert "memory" in str(info.value).lower()
     s.close()
-
-
-def test_plain_search_over_many_block_ranges_runs_in_parts_with_the_same_rows(tmp_path: Path) -> None:
-    s = Store(tmp_path / "s", StoreConfig(index_block_rows=64, flush_max_age_secs=3600))
-    for i in range(6):
-        s.append(make_batch(600, seed=20 + i, start_ns=T0 + i * HOUR, span_ns=HOUR // 2, id_prefix=f"p{i}"))
-        rows = [
-            {"@timestamp": T0 + i * HOUR + k, "event.id": f"z{i}-{k}", "message": f"zebra-unicorn {k}"}
-            for k in range(3)
-        ]
-        s.append(from_pylist(rows))
-        s.flush()
-    s.append(from_pylist([{"@timestamp": T0 + 5, "event.id": "tail", "message": "zebra-unicorn tail"}]))
-    scan = s.scan_set(needles=[("message", "zebra-unicorn")])
-    assert len(scan.row_ranges) >= 4  # one query per segment, on two threads
-    where = "message LIKE '%zebra-unicorn%'"
-    expected = s.search(where=where, limit=1000, prune=False).table
-    got = s.search("zebra-unicorn", limit=1000).table
-    assert ids(got) == ids(expected) and len(ids(got)) == 19
-    stamps = got.column("@timestamp").to_pylist()
-    assert stamps == sorted(stamps, reverse=True)  # newest first, as one query returns them
-    cut = s.search("zebra-unicorn", limit=5)
-    assert cut.truncated and cut.table.num_rows == 5
-    assert cut.table.column("@timestamp").to_pylist() == stamps[:5]
-    s.close()

@@ -28,14 +28,7 @@ from kubetrail.schema import SCHEMA
 from kubetrail.store.catalog import Catalog, SegmentInfo
 from kubetrail.store.config import StoreConfig
 from kubetrail.store.dedup import SeenSets, first_occurrences, ids_hashes
-from kubetrail.store.engine import (
-    PARALLEL_MIN_PARTS,
-    QueryRun,
-    ScanSet,
-    prune_segments,
-    search_in_parts,
-    sql_literal,
-)
+from kubetrail.store.engine import QueryRun, ScanSet, prune_segments, sql_literal
 from kubetrail.store.readonly import query_api, validate_read_only
 from kubetrail.store.segments import HOUR_NS, hour_of, partition_name, read_segment, write_segment
 from kubetrail.store.tail import Tail
@@ -355,12 +348,6 @@ class Store:
         since, until = self.time_range(query, since, until)
         all_needles = [*compiled_needles, *needles]
         scan = self.scan_set(since, until, all_needles, include_archive, prune=prune, namespaces=namespaces)
-        pipes = getattr(getattr(query, "ast", None), "pipes", None)
-        plain = pipes is not None and len(pipes) == 0  # a search without pipes: rows are whole events
-        if text is not None and not params and plain and len(scan.row_ranges) >= PARALLEL_MIN_PARTS:
-            where_sql = str(getattr(query, "where_sql", "true"))
-            table = search_in_parts(self.open_query, scan, where_sql, limit, timeout)
-            return SearchResult(table, len(scan.files), scan.segments_total, time.monotonic() - started)
         run = self.open_query(scan)
         try:
             inline = text is not None and not params

@@ -19,8 +19,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -33,7 +32,7 @@ from kubetrail.store.config import QueryLimits
 from kubetrail.store.segments import ID_PREFIX_COLUMN, event_id_sql
 from kubetrail.store.tokens import TokenIndex
 
-__all__ = ["QueryRun", "ScanSet", "prune_segments", "search_in_parts", "sql_literal"]
+__all__ = ["QueryRun", "ScanSet", "prune_segments", "sql_literal"]
 
 
 def sql_literal(value: str) -> str:
@@ -121,18 +120,6 @@ class ScanSet:
     row_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     # the only ``kubernetes.namespace`` values the reader may see (a viewer token); None: all
     namespaces: tuple[str, ...] | None = None
-
-    def split(self) -> list[ScanSet]:
-        """One scan per file read by row ranges, then one with every other file and the tail."""
-        fp_of = dict(zip(self.files, self.schema_fps or [None] * len(self.files), strict=True))
-        empty = self.tail.slice(0, 0)
-        parts = [
-            replace(self, files=[f], tail=empty, schema_fps=[fp_of[f]], row_ranges={f: r})
-            for f, r in self.row_ranges.items()
-        ]
-        rest = [f for f in self.files if f not in self.row_ranges]
-        parts.append(replace(self, files=rest, schema_fps=[fp_of[f] for f in rest], row_ranges={}))
-        return parts
 
     def file_groups(self) -> list[tuple[list[str], bool]]:
         """(files, needs union_by_name) per schema: one group when every file has the same schema.
@@ -316,40 +303,3 @@ class QueryRun:
     def close(self) -> None:
         self._stop_timer()
         self.con.close()
-
-
-# A plain search over many segments read by row ranges runs as one query per segment on two threads:
-# inside one DuckDB query each segment's scan is planned one after the other (~10 ms each: 21 segments
-# took 387 ms as one query over the 55M-event corpus).
-PARALLEL_MIN_PARTS = 4
-
-
-def search_in_parts(
-    open_run: Callable[[ScanSet], QueryRun],
-    scan: ScanSet,
-    where_sql: str,
-    max_rows: int | None = None,
-    timeout_secs: float | None = None,
-    threads: int = 2,
-) -> pa.Table:
-    """``SELECT * ... WHERE where_sql ORDER BY @timestamp DESC`` over ``scan``, one query per part
-    (:meth:`ScanSet.split`), merged newest first and cut to the row cap; same rows as one query."""
-    runs = [open_run(part) for part in scan.split()]
-    try:
-        cap = runs[0].cap(max_rows)
-
-        def one(run: QueryRun) -> pa.Table:
-            sql = f'SELECT * FROM {run.inline_relation()} WHERE {where_sql} ORDER BY "@timestamp" DESC'
-            return run.table(f"{sql} LIMIT {cap + 1}", max_rows=cap, timeout_secs=timeout_secs, inline=True)
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            tables = [t for t in pool.map(one, runs) if t.num_rows] or [one(runs[-1])]
-    finally:
-        for run in runs:
-            run.close()
-    names = tables[0].column_names
-    merged = pa.concat_tables([t.select(names) for t in tables], promote_options="default")
-    merged = merged.sort_by([("@timestamp", "descending")])
-    truncated = merged.num_rows > cap
-    merged = merged.slice(0, cap)
-    return merged.replace_schema_metadata({b"kubetrail.truncated": b"1" if truncated else b"0"})
