@@ -32,10 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kubetrail.chunk import Chunk, FileIdentity, Origin
+from kubetrail.chunk import Chunk, FileIdentity, Origin, file_chunks
 
 CHUNK_BYTES = 1 << 20
 TARGETS = {"cri": 420_000, "payload_mix": 200_000, "simulator_mix": 200_000}
@@ -166,29 +167,9 @@ def _write_repeated(path: Path, block: bytes, size: int) -> int:
     return written
 
 
-def _chunks(path: Path, node: str, inode: int, source_path: str):  # type: ignore[no-untyped-def]
-    with path.open("rb") as f:
-        offset = 0
-        carry = b""
-        while True:
-            data = f.read(CHUNK_BYTES)
-            if not data:
-                break
-            data = carry + data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                carry = data
-                continue
-            carry = data[cut:]
-            origin = Origin(
-                node=node,
-                source="container",
-                path=source_path,
-                file=FileIdentity(1, inode, "f"),
-                offset=offset,
-            )
-            yield Chunk(origin, data[:cut])
-            offset += cut
+def _chunks(path: Path, node: str, inode: int, source_path: str) -> Iterator[Chunk]:
+    origin = Origin(node=node, source="container", path=source_path, file=FileIdentity(1, inode, "f"))
+    return file_chunks(path, origin, CHUNK_BYTES)
 
 
 def _measure(run) -> dict[str, float]:  # type: ignore[no-untyped-def]

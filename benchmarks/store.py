@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kubetrail.chunk import Chunk, FileIdentity, Origin
+from kubetrail.chunk import FileIdentity, Origin, file_chunks
 from kubetrail.schema import TIMESTAMP, conform
 from kubetrail.store import Store, StoreConfig
 from kubetrail.store.config import CompactionConfig, QueryLimits
@@ -213,23 +213,6 @@ def generated_corpus(quick: bool) -> Corpus:
         yield generate(chunk, seed=i, start_ns=T0 + i * span, span_ns=span, offset=i * chunk)
 
 
-def _file_chunks(path: Path, node: str, inode: int, source: str, source_path: str) -> Iterator[Chunk]:
-    with path.open("rb") as fh:
-        offset, carry = 0, b""
-        while data := fh.read(1 << 20):
-            data = carry + data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                carry = data
-                continue
-            carry = data[cut:]
-            origin = Origin(
-                node=node, source=source, path=source_path, file=FileIdentity(1, inode, "f"), offset=offset
-            )
-            yield Chunk(origin, data[:cut])
-            offset += cut
-
-
 def _simulated_files(root: Path) -> list[tuple[Path, str, str, str]]:
     """(path, node, source, path on the node) of every log file the simulator left (rotated .gz aside)."""
     files: list[tuple[Path, str, str, str]] = []
@@ -289,7 +272,8 @@ def simulator_corpus(
         simulate_batch(root, options, workers=1 if quick else 2)
         for path, node, source, inner in _simulated_files(root):
             inode += 1  # unique across windows: the file identity is part of every event id
-            for chunk in _file_chunks(path, node, inode, source, inner):
+            origin = Origin(node=node, source=source, path=inner, file=FileIdentity(1, inode, "f"))
+            for chunk in file_chunks(path, origin):
                 raw += len(chunk.data)
                 batch = parsing.parse(chunk, now)
                 if batch.num_rows:
