@@ -96,7 +96,12 @@ class StoreConfig(_Model):
     sort_by: list[str] = Field(default_factory=lambda: list(DEFAULT_SORT), description="Row order.")
     zstd_level: int = Field(3, ge=1, le=22, description="Parquet zstd compression level.")
     row_group_rows: int = Field(16_384, gt=0, description="Parquet row group size (the unit DuckDB skips).")
-    bloom_bits_per_key: int = Field(10, ge=4, le=32, description="Token index size per distinct token.")
+    bloom_bits_per_key: int = Field(
+        16,
+        ge=4,
+        le=32,
+        description="Token index bits per distinct token of a block (16: ~0.1 % false positives).",
+    )
     index_block_rows: int = Field(
         16_384, ge=64, description="Rows per token-index block (a needle search reads only matching blocks)."
     )

@@ -260,7 +260,7 @@ def write_segment(
     sort_by: list[str],
     zstd_level: int = 3,
     row_group_rows: int = 16_384,
-    bloom_bits_per_key: int = 10,
+    bloom_bits_per_key: int = 16,
     text_zstd_level: int | None = None,
     index_block_rows: int = 16_384,
 ) -> tuple[SegmentInfo, TokenIndex]:

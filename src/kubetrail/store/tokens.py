@@ -360,9 +360,9 @@ class TokenIndex:
 
 
 def build_token_index(
-    block_hashes: Sequence[np.ndarray], block_rows: int, bits_per_key: int = 10, k: int = 6
+    block_hashes: Sequence[np.ndarray], block_rows: int, bits_per_key: int = 16, k: int = 6
 ) -> TokenIndex:
-    """Filters sized for each block's distinct hashes (about 1 % false positives at the defaults)."""
+    """Filters sized for each block's distinct hashes (about 0.1 % false positives at the defaults)."""
     sizes = np.array([max(64, -(-len(h) * bits_per_key // 64) * 64) for h in block_hashes], dtype=np.uint64)
     table = np.zeros(int(sizes.sum()), dtype=bool)
     start = 0
