@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubetrail.store import Store
 from kubetrail.store.tokens import _with_column as with_column
 from kubetrail.store.tokens import (
-    build_bloom,
+    build_token_index,
     distinct,
     hash_strings,
     needle_hashes,
@@ -15,6 +18,7 @@ from kubetrail.store.tokens import (
     token_hashes,
     tokens_of,
 )
+from tests.store.conftest import make_batch
 
 TEXT = st.text(alphabet=st.sampled_from(list('ab1 .:-/=_é"Z')), max_size=30)
 
@@ -57,7 +61,7 @@ def test_bloom_has_no_false_negatives(values: list[str], data: st.DataObject) ->
     start = data.draw(st.integers(0, len(value)))
     end = data.draw(st.integers(start, len(value)))
     needle = value[start:end]
-    bloom = build_bloom(token_hashes(pa.array(values), "message"))
+    bloom = build_token_index([token_hashes(pa.array(values), "message")], 0)
     # substring semantics: any substring of a stored value passes
     assert bloom.contains_all(needle_hashes([("message", needle)], substring=True))
     # token semantics: a whole value passes
@@ -66,8 +70,28 @@ def test_bloom_has_no_false_negatives(values: list[str], data: st.DataObject) ->
 
 def test_bloom_rejects_absent_tokens() -> None:
     values = pa.array([f"request {i} from 10.0.{i % 250}.{i % 7}" for i in range(5000)])
-    bloom = build_bloom(token_hashes(values, "message"))
+    bloom = build_token_index([token_hashes(values, "message")], 0, bits_per_key=10)
     misses = sum(bloom.contains_all(needle_hashes([("message", f"zz{i}q")])) for i in range(2000))
     assert misses < 60  # about 1 % false positives
     assert bloom.contains_all(needle_hashes([("message", "10.0.3.3")]))
     assert not bloom.contains_all(needle_hashes([("source.ip", "10.0.3.3")]))  # per column
+
+
+def test_a_whole_segment_filter_from_an_older_catalog_still_prunes(tmp_path: Path) -> None:
+    """Catalog rows written before block filters (``block_rows`` NULL) read as one-block indexes."""
+    store = Store(tmp_path / "s")
+    store.append(make_batch(300, span_ns=10**9))  # one hour: one segment
+    [seg] = store.flush()
+    hashes = token_hashes(pa.array(["zebra-unicorn 42"]), "message")
+    whole = build_token_index([hashes], 0)
+    with store.catalog.transaction() as db:
+        db.execute(
+            "UPDATE blooms SET num_bits = ?, k = ?, bits = ?, block_rows = NULL, sizes = NULL "
+            "WHERE segment_id = ?",
+            (int(whole.sizes[0]), whole.k, whole.bits, seg.id),
+        )
+    index = store.catalog.bloom(seg.id)
+    assert index is not None and index.block_rows == 0 and index.num_blocks == 1
+    assert index.contains_all(needle_hashes([("message", "zebra-unicorn")]))
+    assert not index.contains_all(needle_hashes([("message", "absent-token-xyz")]))
+    store.close()

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from kubetrail.store.tokens import INDEX_VERSION, BloomFilter, TokenIndex
+from kubetrail.store.tokens import INDEX_VERSION, TokenIndex
 
 __all__ = ["MAX_DISTINCT", "Catalog", "Hold", "SegmentInfo"]
 
@@ -312,8 +312,8 @@ class Catalog:
             ).fetchone()
         if row is None or row[0] != INDEX_VERSION:
             return None
-        if row[4] is None:  # a whole-segment filter (written before block filters)
-            return TokenIndex.from_bloom(BloomFilter(bytes(row[3]), int(row[1]), int(row[2])))
+        if row[4] is None:  # one filter of num_bits for the whole segment (written before block filters)
+            return TokenIndex(bytes(row[3]), np.array([row[1]], dtype=np.uint64), int(row[2]), 0)
         sizes = np.frombuffer(bytes(row[5]), dtype="<u8").astype(np.uint64)
         return TokenIndex(bytes(row[3]), sizes, int(row[2]), int(row[4]))
 

@@ -1,8 +1,8 @@
-"""The per-segment token index: a Bloom filter over message tokens and keyword-field tokens.
+"""The token index: Bloom filters over message tokens and keyword-field tokens, one per row block.
 
-Why a Bloom filter: a needle search (a rare token, an IP, a pod uid) should open only the segments
-that can contain it. The filter answers "certainly not here" for most segments at a cost of a few
-hundred KB per million events, stored in the catalog.
+Why Bloom filters: a needle search (a rare token, an IP, a pod uid) should read only the blocks
+of rows that can contain it. A filter answers "certainly not here" for most blocks at a cost of a
+few bytes per event, stored in the catalog.
 
 Tokenization (the same rules build the index and turn a needle into lookups):
 
@@ -37,16 +37,13 @@ __all__ = [
     "INDEX_VERSION",
     "TEXT_COLUMNS",
     "TOKEN_COLUMNS",
-    "BloomFilter",
     "TokenIndex",
     "block_token_hashes",
-    "build_bloom",
     "build_token_index",
     "distinct",
     "hash_strings",
     "needle_hashes",
     "needle_tokens",
-    "segment_token_hashes",
     "token_hashes",
     "tokens_of",
 ]
@@ -278,31 +275,6 @@ def needle_hashes(needles: Iterable[tuple[str, str]], substring: bool = False) -
 
 
 @dataclass(frozen=True)
-class BloomFilter:
-    """A Bloom filter of ``num_bits`` (a power of two) bits and ``k`` probes by double hashing."""
-
-    bits: bytes
-    num_bits: int
-    k: int
-
-    def _positions(self, hashes: np.ndarray) -> np.ndarray:
-        h1 = hashes & np.uint64(0xFFFFFFFF)
-        h2 = (hashes >> np.uint64(32)) | np.uint64(1)
-        probes = np.arange(self.k, dtype=np.uint64)
-        return (h1[:, None] + probes[None, :] * h2[:, None]) & np.uint64(self.num_bits - 1)
-
-    def contains_all(self, hashes: np.ndarray) -> bool:
-        """True when every hash may be present (no false negatives)."""
-        if len(hashes) == 0:
-            return True
-        arr = np.frombuffer(self.bits, dtype=np.uint8)
-        pos = self._positions(hashes).ravel()
-        byte = arr[(pos >> np.uint64(3)).astype(np.int64)]
-        hit = (byte >> (pos & np.uint64(7)).astype(np.uint8)) & 1
-        return bool(hit.all())
-
-
-@dataclass(frozen=True)
 class TokenIndex:
     """A segment's token index: one Bloom filter per block of ``block_rows`` consecutive rows.
 
@@ -317,10 +289,6 @@ class TokenIndex:
     sizes: np.ndarray
     k: int
     block_rows: int
-
-    @classmethod
-    def from_bloom(cls, bloom: BloomFilter) -> TokenIndex:
-        return cls(bloom.bits, np.array([bloom.num_bits], dtype=np.uint64), bloom.k, 0)
 
     @property
     def num_blocks(self) -> int:
@@ -389,22 +357,3 @@ def block_token_hashes(
         hashes = [h for h in hashes if len(h)]
         blocks.append(distinct(np.concatenate(hashes)) if hashes else np.zeros(0, dtype=np.uint64))
     return blocks
-
-
-def build_bloom(hashes: np.ndarray, bits_per_key: int = 10, k: int = 6) -> BloomFilter:
-    """A filter sized for ``len(hashes)`` keys (about 1 % false positives at the defaults)."""
-    num_bits = 1024
-    while num_bits < len(hashes) * bits_per_key:
-        num_bits <<= 1
-    table = np.zeros(num_bits, dtype=bool)
-    if len(hashes):
-        table[BloomFilter(b"", num_bits, k)._positions(hashes).ravel().astype(np.int64)] = True
-    return BloomFilter(np.packbits(table, bitorder="little").tobytes(), num_bits, k)
-
-
-def segment_token_hashes(table: pa.Table, columns: Sequence[str] | None = None) -> np.ndarray:
-    """Distinct hashes of every (column, token) of a segment's indexed columns."""
-    wanted = columns or (*TEXT_COLUMNS, *TOKEN_COLUMNS)
-    parts = [token_hashes(table.column(c), c) for c in wanted if c in table.column_names]
-    parts = [p for p in parts if len(p)]
-    return distinct(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
