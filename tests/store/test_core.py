@@ -266,3 +266,17 @@ def test_memory_limit_is_a_query_error(tmp_path: Path) -> None:
         )
     assert "memory" in str(info.value).lower()
     s.close()
+
+
+def test_streamed_text_search_stops_at_the_limit(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s")
+    s.append(make_batch(3000))
+    s.flush()
+    s.append(make_batch(500, seed=7, id_prefix="tail"))
+    streamed = [b for b in s.search_batches("kubernetes.namespace:web", limit=25, since=None) if b.num_rows]
+    rows = pa.Table.from_batches(streamed)
+    assert rows.num_rows == 25
+    assert set(rows.column("kubernetes.namespace").to_pylist()) == {"web"}
+    whole = s.search("kubernetes.namespace:web", limit=25).table
+    assert rows.column("@timestamp").to_pylist() == whole.column("@timestamp").to_pylist()
+    s.close()

@@ -57,12 +57,10 @@ def read_scope(request: Request) -> tuple[str, ...] | None:
     return None if identity is None else identity.read_scope()
 
 
-def _stream(
-    store: Any, req: SearchRequest, compiled: Any, namespaces: tuple[str, ...] | None
-) -> Iterator[bytes]:
+def _stream(store: Any, req: SearchRequest, namespaces: tuple[str, ...] | None) -> Iterator[bytes]:
     try:
         for batch in store.search_batches(
-            compiled,
+            req.q,  # the text: the store compiles it against the scan it picks
             since=req.since,
             until=req.until,
             limit=req.limit,
@@ -82,11 +80,12 @@ def _search(request: Request, req: SearchRequest) -> Any:
     if store is None:
         return JSONResponse({"error": {"code": "KT-STORE", "message": "no store configured"}}, 503)
     try:
+        # a query or time that does not compile is a 400 before any row is streamed
         compiled = store.compile_text(req.q) if req.q.strip() not in ("", "*") else None
-        store.time_range(compiled, req.since, req.until)  # reject unreadable times up front
+        store.time_range(compiled, req.since, req.until)
     except QueryError as exc:
         return JSONResponse(_error(exc), status_code=400)
-    stream = _stream(store, req, compiled, read_scope(request))
+    stream = _stream(store, req, read_scope(request))
     return StreamingResponse(stream, media_type="application/x-ndjson")
 
 

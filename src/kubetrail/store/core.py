@@ -259,10 +259,8 @@ class Store:
         if scope is not None:  # a segment's list is None when unknown or too long: keep it
             allowed = set(scope)
             segments = [s for s in segments if s.namespaces is None or not allowed.isdisjoint(s.namespaces)]
-        hashes = needle_hashes(needles, substring_needles) if prune else None
-        kept = prune_segments(segments, hashes, self.bloom) if hashes is not None else []
-        if hashes is None:
-            kept = [(seg, None) for seg in segments]
+        hashes = needle_hashes(needles if prune else (), substring_needles)  # none: every segment whole
+        kept = prune_segments(segments, hashes, self.bloom)
         files = []
         row_ranges: dict[str, list[tuple[int, int]]] = {}
         for seg, ranges in kept:
@@ -341,18 +339,11 @@ class Store:
 
         ``namespaces``: only rows of these namespaces exist for this search (see ``scan_set``)."""
         started = time.monotonic()
-        text = query if isinstance(query, str) and query.strip() not in ("", "*") else None
-        if text is not None:
-            query = self.compile_text(text)
-        sql, compiled_needles, params = self.compile(query, where)
-        since, until = self.time_range(query, since, until)
-        all_needles = [*compiled_needles, *needles]
-        scan = self.scan_set(since, until, all_needles, include_archive, prune=prune, namespaces=namespaces)
-        run = self.open_query(scan)
+        run, sql, params, inline = self._prepare(
+            query, where, since, until, needles, include_archive, prune, namespaces, limit
+        )
+        scan = run.scan
         try:
-            inline = text is not None and not params
-            if text is not None and inline:  # compiled again, reading the scan's relation directly
-                sql = self.compile_text(text, relation=run.inline_relation(), limit=run.cap(limit) + 1).sql
             table = run.table(sql, max_rows=limit, timeout_secs=timeout, params=params, inline=inline)
         finally:
             run.close()
@@ -369,16 +360,42 @@ class Store:
         namespaces: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream a search's rows batch by batch (the HTTP API's NDJSON); ``namespaces`` as in ``search``."""
-        if isinstance(query, str) and query.strip() not in ("", "*"):
-            query = self.compile_text(query)
-        sql, compiled_needles, params = self.compile(query)
-        since, until = self.time_range(query, since, until)
-        scan = self.scan_set(since, until, compiled_needles, include_archive, namespaces=namespaces)
-        run = self.open_query(scan)
+        run, sql, params, inline = self._prepare(
+            query, None, since, until, (), include_archive, True, namespaces, limit
+        )
         try:
-            yield from run.batches(sql, max_rows=limit, timeout_secs=timeout, params=params)
+            yield from run.batches(sql, max_rows=limit, timeout_secs=timeout, params=params, inline=inline)
         finally:
             run.close()
+
+    def _prepare(
+        self,
+        query: str | CompiledLike | None,
+        where: str | None,
+        since: Any,
+        until: Any,
+        needles: Sequence[tuple[str, str]],
+        include_archive: bool,
+        prune: bool,
+        namespaces: Sequence[str] | None,
+        limit: int | None,
+    ) -> tuple[QueryRun, str, list[Any], bool]:
+        """Compile, prune and open a search: (run, SQL, parameters, whether the SQL is inline).
+
+        Query text is compiled a second time once the scan is known, reading its relation inline
+        and stopping after the row cap + 1 (less for DuckDB to plan than a CTE and a wrapper)."""
+        text = query if isinstance(query, str) and query.strip() not in ("", "*") else None
+        if text is not None:
+            query = self.compile_text(text)
+        sql, compiled_needles, params = self.compile(query, where)
+        since, until = self.time_range(query, since, until)
+        all_needles = [*compiled_needles, *needles]
+        scan = self.scan_set(since, until, all_needles, include_archive, prune=prune, namespaces=namespaces)
+        run = self.open_query(scan)
+        inline = text is not None and not params
+        if text is not None and inline:
+            sql = self.compile_text(text, relation=run.inline_relation(), limit=run.cap(limit) + 1).sql
+        return run, sql, params, inline
 
     @staticmethod
     def compile_text(text: str, **options: Any) -> CompiledLike:

@@ -287,14 +287,21 @@ class QueryRun:
         timeout_secs: float | None = None,
         batch_rows: int = 8192,
         params: Sequence[object] = (),
+        inline: bool = False,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the result (for NDJSON responses); the time limit covers the whole iteration."""
+        """Stream at most ``max_rows`` rows (for NDJSON responses); the time limit covers the whole
+        iteration. ``inline`` as in :meth:`table`."""
         cap = self.cap(max_rows)
         self._start_timer(timeout_secs)
         try:
-            wrapped = f"{self._with}SELECT * FROM ({sql}) AS __q LIMIT {cap}"
+            wrapped = sql if inline else f"{self._with}SELECT * FROM ({sql}) AS __q LIMIT {cap}"
             reader = self.con.sql(wrapped, params=list(params) or None).to_arrow_reader(batch_rows)
-            yield from reader
+            left = cap
+            for batch in reader:
+                yield batch.slice(0, left)
+                left -= min(left, batch.num_rows)
+                if left == 0:
+                    break
         except duckdb.Error as exc:
             raise self._translate(exc, sql) from None
         finally:
