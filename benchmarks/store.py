@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,10 +266,12 @@ def simulator_corpus(
     parsing = Parsing()
     pending: list[pa.RecordBatch] = []
     rows = raw = inode = 0
-    now = datetime.now(UTC)
     for w, options in enumerate(simulation_windows(quick, hours, nodes)):
         root = workdir / f"sim-{w:03d}"
         simulate_batch(root, options, workers=1 if quick else 2)
+        # received as a live agent would: as the window ends (the year of syslog/klog lines is the
+        # one nearest the receive time; the real clock would put January lines in the next year)
+        now = datetime.fromisoformat(options.start.replace("Z", "+00:00")) + timedelta(hours=options.hours)
         for path, node, source, inner in _simulated_files(root):
             inode += 1  # unique across windows: the file identity is part of every event id
             origin = Origin(node=node, source=source, path=inner, file=FileIdentity(1, inode, "f"))

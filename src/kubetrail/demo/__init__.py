@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,13 @@ def run_demo(ctx: DemoContext, steps: list[tuple[str, Step]] | None = None) -> D
     return ctx
 
 
+def minutes_ago(minutes: float) -> str:
+    """The cluster's logs are as recent as a live cluster's: node logs without a year (syslog, klog)
+    get the year nearest their receive time, so a fixed past start would date them a year off."""
+    at = datetime.now(UTC) - timedelta(minutes=minutes)
+    return at.strftime("%Y-%m-%dT%H:%M:00Z")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
@@ -108,10 +116,14 @@ def register(app: typer.Typer) -> None:
         nodes: int = typer.Option(3, help="Simulated nodes."),
         minutes: float = typer.Option(15.0, help="Minutes of simulated activity."),
         seed: int = typer.Option(1, help="Simulation seed."),
+        start: str | None = typer.Option(
+            None, help="Time of the first simulated event (ISO-8601, UTC); default: MINUTES ago."
+        ),
     ) -> None:
         """Run the end-to-end demo on a simulated cluster."""
         root.mkdir(parents=True, exist_ok=True)
-        options = SimulationOptions(nodes=nodes, hours=minutes / 60, seed=seed)
+        start = start or minutes_ago(minutes)
+        options = SimulationOptions(nodes=nodes, hours=minutes / 60, seed=seed, start=start)
         # piped (CI logs, make demo | tee) rich would fall back to 80 columns and cut the tables
         console = Console() if sys.stdout.isatty() else Console(width=150)
         ctx = run_demo(DemoContext(root=root, console=console, options=options))
