@@ -317,7 +317,16 @@ def test_relation_may_be_a_table_function(tmp_path: Path, batch: pa.RecordBatch)
 def test_timechart_buckets_floor_to_the_span_in_utc(session_tz: str) -> None:
     """Buckets are computed on epoch nanoseconds (faster than time_bucket); they must equal
     time_bucket's, also before 1970 and whatever the session time zone."""
-    stamps = [-90_500_000_000, -1, 0, 59_999_999_999, 60_000_000_000, 1_767_268_812_345_678_901]
+    stamps = [
+        -90_500_000_000,
+        -60_000_000_001,
+        -60_000_000_000,
+        -1,
+        0,
+        59_999_999_999,
+        60_000_000_000,
+        1_767_268_812_345_678_901,
+    ]
     rows = [{"@timestamp": ts, "event.id": str(i), "message": "x"} for i, ts in enumerate(stamps)]
     c = duckdb.connect()
     c.execute(f"SET TimeZone = '{session_tz}'")

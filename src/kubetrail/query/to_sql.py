@@ -220,15 +220,20 @@ class _Compiler:
         return f"quantile_cont({value}, {quantile!r})", "float"
 
     def aggregate(
-        self, aggs: tuple[Agg, ...], by: tuple[FieldName, ...], pos: int, bucket: str | None
+        self,
+        aggs: tuple[Agg, ...],
+        by: tuple[FieldName, ...],
+        pos: int,
+        bucket: tuple[str, str] | None,
     ) -> None:
+        """``bucket``: (the ``_time`` column, the group key it is computed from)."""
         self.is_aggregation = True
         keys = self.prepare_group(by, pos)
         rendered = [(self.agg_sql(a), a) for a in aggs]
         select, group, columns = [], [], {}
         if bucket is not None:
-            select.append(f'{bucket} AS "_time"')
-            group.append(bucket)
+            select.append(f'{bucket[0]} AS "_time"')
+            group.append(bucket[1])
             columns["_time"] = "timestamp"
         for sql, name, kind in keys:
             select.append(f"{sql} AS {quote_ident(name)}")
@@ -253,11 +258,15 @@ class _Compiler:
         if not self.scope.raw:
             raise self.error("timechart needs events (put it before any aggregation)", pipe.pos)
         self.used.add("@timestamp")
-        # floor(epoch_ns / span) on integers: time_bucket(..., 'UTC') on nanosecond timestamps costs
-        # twice as much (1.6 s against 0.8 s over 55M events); same buckets, same TIMESTAMPTZ type
-        span = int(pipe.span_secs) * 1_000_000_000
+        # Group by floor(epoch_ns / span) as an integer and make it a time only per group: over 55M
+        # events 0.58 s, against 0.9-1.1 s for a per-row to_timestamp of a modulo-floored value and
+        # 1.6 s for time_bucket(..., 'UTC'). `//` truncates toward zero, so times before 1970 step
+        # back a span first. Same buckets, same TIMESTAMPTZ type.
+        span_s = int(pipe.span_secs)
+        span = span_s * 1_000_000_000
         ns = f"epoch_ns({_TIME})"
-        bucket = f"to_timestamp(({ns} - ((({ns} % {span}) + {span}) % {span})) // 1000000000)"
+        key = f"CASE WHEN {ns} >= 0 THEN {ns} // {span} ELSE ({ns} - {span - 1}) // {span} END"
+        bucket = (f"to_timestamp(({key}) * {span_s})", key)
         self.aggregate(pipe.aggs, pipe.by, pipe.pos, bucket)
 
     def dedup(self, pipe: Dedup) -> None:
