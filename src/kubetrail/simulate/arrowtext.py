@@ -42,8 +42,12 @@ def _same_type(*arrays: pa.Array) -> list[pa.Array]:
 def join(*parts: pa.Array | str) -> pa.Array:
     """Element-wise concatenation of arrays and literal strings."""
     arrays = [p for p in parts if isinstance(p, pa.Array)]
-    binary = any(a.type == pa.binary() for a in arrays)
-    typ = pa.binary() if binary else pa.string()
+    binary = any(pa.types.is_binary(a.type) or pa.types.is_large_binary(a.type) for a in arrays)
+    # 64-bit offsets when any input has them: the result may pass 2 GiB (a day's audit log)
+    large = any(pa.types.is_large_string(a.type) or pa.types.is_large_binary(a.type) for a in arrays)
+    typ = {(False, False): pa.string(), (True, False): pa.binary()}.get(
+        (binary, large), pa.large_binary() if binary else pa.large_string()
+    )
     cols = [
         (p.cast(typ) if p.type != typ else p)
         if isinstance(p, pa.Array)

@@ -234,12 +234,13 @@ def encode_bulk(
     position = np.empty(total, dtype=np.int64)
     position[order] = np.arange(total)
     seq = join(f"{stream}:", pa.array(position[:n_noise] + first).cast(pa.string()))
+    # 64-bit offsets: a day of a large cluster's audit log passes the 2 GiB a string array can hold
     cols = {
-        "AID": noise.audit_id,
-        "RCV": rfc3339_micro(noise.ts - noise.latency),
-        "STG": rfc3339_micro(noise.ts),
-        "SEQ": seq,
-        "X": pa.array(noise.extra, type=pa.string()),
+        "AID": noise.audit_id.cast(pa.large_string()),
+        "RCV": rfc3339_micro(noise.ts - noise.latency).cast(pa.large_string()),
+        "STG": rfc3339_micro(noise.ts).cast(pa.large_string()),
+        "SEQ": seq.cast(pa.large_string()),
+        "X": pa.array(noise.extra, type=pa.large_string()),
     }
     pieces: list[pa.Array] = []
     rows: list[np.ndarray] = []
@@ -254,10 +255,11 @@ def encode_bulk(
         pieces.append(join(*args))
         rows.append(group)
     if records:
-        pieces.append(pa.array(encode_audit(records, [int(p) + first for p in position[n_noise:]], stream)))
+        lines = encode_audit(records, [int(p) + first for p in position[n_noise:]], stream)
+        pieces.append(pa.array(lines, pa.large_string()))
         rows.append(np.arange(n_noise, total))
     if not pieces:
-        return pa.array([], pa.string()), all_ts, position[n_noise:]
+        return pa.array([], pa.large_string()), all_ts, position[n_noise:]
     concat = pa.concat_arrays(pieces)
     where = np.empty(total, dtype=np.int64)
     where[np.concatenate(rows)] = np.arange(total)
