@@ -255,6 +255,8 @@ class QueryRun:
             self.con = duckdb.connect(config={"memory_limit": limits.memory_limit})
             if limits.threads:
                 self.con.execute(f"SET threads = {int(limits.threads)}")
+        # registered even when empty: retro-hunts (``detect.hunt.store_relations``) read it by name
+        self.con.register(f"__tail_{relation}", scan.tail)
         where = scan.row_filter()
         parts = []
         for files, union in scan.file_groups():
@@ -262,7 +264,6 @@ class QueryRun:
         for files, ranges in scan.ranged_scans():
             parts.append(segment_scan_sql(files, where, union=False, row_ranges=ranges))
         if scan.tail.num_rows or not parts:
-            self.con.register(f"__tail_{relation}", scan.tail)  # costs ~1 ms: only when read
             parts.append(f'SELECT * FROM "__tail_{relation}"{where}')
         # A CTE, not a temporary view: creating a view writes the catalog (3-6 ms a query, measured).
         self.relation = relation
