@@ -108,6 +108,8 @@ def prune_segments(
 # What planning one more scan costs, in rows read (measured at 55M rows: ~10 ms to plan a scan, ~4 ms
 # to read a 16k-row block of every column).
 SCAN_COST_ROWS = 3 * 16384
+# How many of the latest scans a file may join (files come in order of their ranges).
+_MERGE_CANDIDATES = 8
 
 
 def union_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -135,11 +137,14 @@ def merge_ranged_files(
     fewest rows read, or starts its own when another scan (``scan_cost_rows``) is cheaper.
     Files that need the same blocks (a pod's place in the sort order is stable hour to hour)
     always share a scan. Reading extra blocks never changes an answer: the query's own
-    conditions still apply to every row."""
+    conditions still apply to every row. Files are taken in order of their ranges, so only the
+    last few scans are candidates: planning stays linear in the number of files (720 hourly
+    segments of a month, blocks at random: 13 ms, not 0.57 s)."""
     scans: list[tuple[list[str], list[tuple[int, int]]]] = []
     for file, ranges in sorted(ranged.items(), key=lambda item: (item[1], item[0])):
         best, best_cost = None, scan_cost_rows + _rows(ranges)
-        for i, (files, union) in enumerate(scans):
+        for i in range(max(0, len(scans) - _MERGE_CANDIDATES), len(scans)):
+            files, union = scans[i]
             grown = _rows(union_ranges([*union, *ranges]))
             cost = (len(files) + 1) * grown - len(files) * _rows(union)
             if cost < best_cost:
