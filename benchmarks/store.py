@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +262,7 @@ def simulator_corpus(
     """
     from kubetrail.formats.dispatch import Parsing
     from kubetrail.simulate import simulate_batch
+    from kubetrail.simulate.timefmt import NS, parse_start
 
     parsing = Parsing()
     pending: list[pa.RecordBatch] = []
@@ -271,7 +272,8 @@ def simulator_corpus(
         simulate_batch(root, options, workers=1 if quick else 2)
         # received as a live agent would: as the window ends (the year of syslog/klog lines is the
         # one nearest the receive time; the real clock would put January lines in the next year)
-        now = datetime.fromisoformat(options.start.replace("Z", "+00:00")) + timedelta(hours=options.hours)
+        end_ns = parse_start(options.start) + int(options.hours * 3600 * NS)
+        now = datetime.fromtimestamp(end_ns / NS, UTC)
         for path, node, source, inner in _simulated_files(root):
             inode += 1  # unique across windows: the file identity is part of every event id
             origin = Origin(node=node, source=source, path=inner, file=FileIdentity(1, inode, "f"))

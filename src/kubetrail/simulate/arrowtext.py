@@ -45,9 +45,10 @@ def join(*parts: pa.Array | str) -> pa.Array:
     binary = any(pa.types.is_binary(a.type) or pa.types.is_large_binary(a.type) for a in arrays)
     # 64-bit offsets when any input has them: the result may pass 2 GiB (a day's audit log)
     large = any(pa.types.is_large_string(a.type) or pa.types.is_large_binary(a.type) for a in arrays)
-    typ = {(False, False): pa.string(), (True, False): pa.binary()}.get(
-        (binary, large), pa.large_binary() if binary else pa.large_string()
-    )
+    if binary:
+        typ = pa.large_binary() if large else pa.binary()
+    else:
+        typ = pa.large_string() if large else pa.string()
     cols = [
         (p.cast(typ) if p.type != typ else p)
         if isinstance(p, pa.Array)
