@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from kubetrail.schema import conform
 from kubetrail.store import Store, StoreConfig
+from kubetrail.store.codec import ID_PREFIX_COLUMN, join_event_id, split_event_id
 from kubetrail.store.config import CompactionConfig
 from kubetrail.store.retention import compact, purge_superseded
-from kubetrail.store.segments import ID_PREFIX_COLUMN, join_event_id, read_segment, split_event_id
+from kubetrail.store.segments import read_segment
 from tests.store.conftest import T0, make_batch
 
 ids = st.one_of(

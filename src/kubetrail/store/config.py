@@ -105,6 +105,11 @@ class StoreConfig(_Model):
     index_block_rows: int = Field(
         16_384, ge=64, description="Rows per token-index block (a needle search reads only matching blocks)."
     )
+    codec: bool = Field(
+        True,
+        description="Store values other columns of the row hold once (kubetrail.store.codec); "
+        "false: every column as is, for Parquet readers other than kubetrail.",
+    )
     dedup_cache_hours: int = Field(48, ge=1, description="Hour partitions whose event ids stay in memory.")
     delete_grace_secs: float = Field(60.0, ge=0, description="Superseded files live this long.")
     auto_maintenance: bool = Field(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from kubetrail.errors import QueryError, StorageError
 from kubetrail.schema import SCHEMA
 from kubetrail.store.catalog import Catalog, SegmentInfo
+from kubetrail.store.codec import REWRITTEN_COLUMNS
 from kubetrail.store.config import StoreConfig
 from kubetrail.store.dedup import SeenSets, first_occurrences, ids_hashes
 from kubetrail.store.engine import QueryRun, ScanSet, prune_segments, sql_literal
@@ -223,6 +224,7 @@ class Store:
                 cfg.bloom_bits_per_key,
                 text_level,
                 index_block_rows=cfg.index_block_rows,
+                encoded=cfg.codec,
             )
         except OSError as exc:
             raise StorageError(f"cannot write segment: {exc}", path=str(self.root)) from None
@@ -275,17 +277,20 @@ class Store:
             files, tail, since_ns, until_ns, total, schema_fps=fps, row_ranges=row_ranges, namespaces=scope
         )
 
-    def open_query(self, scan: ScanSet, trusted: bool = True) -> QueryRun:
+    def open_query(
+        self, scan: ScanSet, trusted: bool = True, decoded: Collection[str] | None = None
+    ) -> QueryRun:
         """A query over ``scan`` on a cursor of the store's sandboxed DuckDB database.
 
         The database is created once: file access limited to the store root and the archive
         cache, configuration locked (so no query can lift the memory limit or read other files).
-        ``trusted`` is kept for callers; every query runs in the same sandbox.
+        ``trusted`` is kept for callers; every query runs in the same sandbox. ``decoded``: the
+        stored-form columns the query reads (``QueryRun``); None: all.
         """
         with self._view_lock:
             if self._duck is None:
                 self._duck = self._sandboxed_database()
-        return QueryRun(scan, self.config.limits, parent=self._duck)
+        return QueryRun(scan, self.config.limits, parent=self._duck, decoded=decoded)
 
     def _sandboxed_database(self) -> Any:
         import duckdb
@@ -391,7 +396,7 @@ class Store:
         since, until = self.time_range(query, since, until)
         all_needles = [*compiled_needles, *needles]
         scan = self.scan_set(since, until, all_needles, include_archive, prune=prune, namespaces=namespaces)
-        run = self.open_query(scan)
+        run = self.open_query(scan, decoded=read_columns(query, sql))
         inline = text is not None and not params
         if text is not None and inline:
             sql = self.compile_text(text, relation=run.inline_relation(), limit=run.cap(limit) + 1).sql
@@ -538,6 +543,17 @@ class Store:
 
 _SHARED: dict[Path, Store] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+def read_columns(query: object, sql: str) -> frozenset[str] | None:
+    """The stored-form columns (``codec.REWRITTEN_COLUMNS``) a compiled hunting query reads in its
+    conditions, groupings or named outputs, which the scans must decode; None when unknown
+    (a ``where=`` string): all. Whole-event output is decoded after the query."""
+    used = getattr(query, "columns_used", None)
+    if used is None:
+        return None
+    named = {c for c in REWRITTEN_COLUMNS if f'"{c}"' in sql}  # the compiler quotes every column
+    return REWRITTEN_COLUMNS & (set(used) | set(getattr(query, "output_columns", None) or ()) | named)
 
 
 def open_shared(path: str | Path, config: StoreConfig | None = None) -> Store:

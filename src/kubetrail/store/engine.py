@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from kubetrail.errors import QueryCancelled, QueryError, QueryTimeout
 from kubetrail.store.catalog import SegmentInfo
+from kubetrail.store.codec import CODEC_COLUMN, decode, decode_sql
 from kubetrail.store.config import QueryLimits
-from kubetrail.store.segments import ID_PREFIX_COLUMN, event_id_sql
 from kubetrail.store.tokens import TokenIndex
 
 __all__ = ["QueryRun", "ScanSet", "merge_ranged_files", "prune_segments", "sql_literal", "union_ranges"]
@@ -40,12 +40,12 @@ def sql_literal(value: str) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def _has_id_prefix(path: str) -> bool:
-    """Whether a segment stores ``event.id`` split (segments are immutable, so a path's answer holds)."""
+def _stored_names(path: str) -> tuple[str, ...]:
+    """A segment's stored column names (segments are immutable, so a path's answer holds)."""
     try:
-        return ID_PREFIX_COLUMN in pq.read_schema(path).names
+        return tuple(pq.read_schema(path).names)
     except (OSError, pa.ArrowException):
-        return False  # unreadable: read_parquet reports it with the file name
+        return ()  # unreadable: read_parquet reports it with the file name
 
 
 def segment_scan_sql(
@@ -53,20 +53,22 @@ def segment_scan_sql(
     where: str = "",
     union: bool = True,
     row_ranges: Sequence[tuple[int, int]] | None = None,
+    decoded: Collection[str] | None = None,
 ) -> str:
-    """``SELECT`` over segment files that gives back ``event.id`` whole (segments may store it split).
+    """``SELECT`` over segment files that gives back the rows as the pipeline produced them.
 
     Every reader of segment files goes through this (the engine, retro-hunts), so none sees the
-    storage form of the id. ``union``: the files may differ in schema (read by name).
+    stored form (``kubetrail.store.codec``). ``union``: the files may differ in schema (read by name).
     ``row_ranges``: read only these inclusive ``file_row_number`` ranges of every file listed (the
-    token index's matching blocks); DuckDB then skips the other row groups.
+    token index's matching blocks); DuckDB then skips the other row groups. ``decoded``: the
+    rewritten columns the query reads (None: all); the others keep their stored form and
+    ``_kt.codec`` for ``codec.decode`` on the result.
     """
     listed = ", ".join(sql_literal(f) for f in files)
     by_name = "union_by_name = true, " if union else ""
-    # a schema group is homogeneous: its first file tells; a by-name union has the column if any has
-    split = any(map(_has_id_prefix, files)) if union else _has_id_prefix(files[0])
-    extra = ("file_row_number",) if row_ranges else ()
-    select = event_id_sql(extra) if split else (f"* EXCLUDE ({extra[0]})" if extra else "*")
+    # a schema group is homogeneous: its first file tells; a by-name union has every file's columns
+    names = dict.fromkeys(c for f in files for c in _stored_names(f)) if union else _stored_names(files[0])
+    select = decode_sql(names, ("file_row_number",) if row_ranges else (), only=decoded)
     options = f"{by_name}hive_partitioning = false" + (", file_row_number = true" if row_ranges else "")
     if row_ranges:
         in_blocks = " OR ".join(f"file_row_number BETWEEN {int(a)} AND {int(b)}" for a, b in row_ranges)
@@ -247,9 +249,12 @@ class QueryRun:
         limits: QueryLimits,
         relation: str = "logs",
         parent: duckdb.DuckDBPyConnection | None = None,
+        decoded: Collection[str] | None = None,
     ) -> None:
         """``parent``: a shared database to open a cheap cursor on (trusted, compiled SQL only);
-        without it the query gets its own sandboxed database (user SQL)."""
+        without it the query gets its own sandboxed database (user SQL). ``decoded``: the
+        rewritten columns (``codec``) the query reads; None: all. Whole-event results get the
+        others decoded after the query (only their rows, only the rewrites they hold)."""
         self.scan = scan
         self.limits = limits
         sandbox = parent is None
@@ -264,9 +269,9 @@ class QueryRun:
         where = scan.row_filter()
         parts = []
         for files, union in scan.file_groups():
-            parts.append(segment_scan_sql(files, where, union=union))
+            parts.append(segment_scan_sql(files, where, union=union, decoded=decoded))
         for files, ranges in scan.ranged_scans():
-            parts.append(segment_scan_sql(files, where, union=False, row_ranges=ranges))
+            parts.append(segment_scan_sql(files, where, union=False, row_ranges=ranges, decoded=decoded))
         if scan.tail.num_rows or not parts:
             parts.append(f'SELECT * FROM "__tail_{relation}"{where}')
         # A CTE, not a temporary view: creating a view writes the catalog (3-6 ms a query, measured).
@@ -352,6 +357,8 @@ class QueryRun:
         truncated = result.num_rows > cap
         if truncated:
             result = result.slice(0, cap)
+        if CODEC_COLUMN in result.column_names:
+            result = decode(result)
         return result.replace_schema_metadata({b"kubetrail.truncated": b"1" if truncated else b"0"})
 
     def batches(
@@ -372,7 +379,10 @@ class QueryRun:
             reader = self.con.sql(wrapped, params=list(params) or None).to_arrow_reader(batch_rows)
             left = cap
             for batch in reader:
-                yield batch.slice(0, left)
+                if CODEC_COLUMN in batch.schema.names:
+                    yield from decode(pa.Table.from_batches([batch.slice(0, left)])).to_batches()
+                else:
+                    yield batch.slice(0, left)
                 left -= min(left, batch.num_rows)
                 if left == 0:
                     break

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,20 +21,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kubetrail.store.catalog import MAX_DISTINCT, SegmentInfo
+from kubetrail.store.codec import decode, encode, stored_columns
 from kubetrail.store.tokens import TokenIndex, block_token_hashes, build_token_index
 
 __all__ = [
     "HOUR_NS",
-    "ID_PREFIX_COLUMN",
     "STAT_COLUMNS",
-    "event_id_sql",
     "hour_of",
-    "join_event_id",
     "partition_dir",
     "partition_name",
     "read_segment",
     "segment_info",
-    "split_event_id",
     "write_parquet",
     "write_segment",
 ]
@@ -81,64 +77,13 @@ PLAIN_COLUMNS = frozenset(
 # Free text: a higher zstd level pays off here and costs little elsewhere (see ``text_zstd_level``).
 TEXT_COLUMNS = frozenset({"message", "attributes"})
 
-# ``event.id`` of a file-tailed line is ``<prefix of the file>-<log.offset>``: the prefix repeats for
-# every line of a file and the offset is already stored, so segments keep only the prefix
-# (dictionary-encoded) and null ids; ``event.id`` is recomposed on read (``join_event_id`` /
-# ``event_id_sql``). Ids of another shape are stored as they are. Measured: -0.55 MB (-6 %) on the
-# 266k-event simulator corpus.
-ID_PREFIX_COLUMN = "_kt.event_id_prefix"
-_ID_SHAPE = r"^(?P<prefix>.*)-(?P<offset>[0-9]+)$"
-
-
-def split_event_id(table: pa.Table) -> pa.Table:
-    """Replace ids equal to ``<prefix>-<log.offset>`` by null plus the prefix in ``ID_PREFIX_COLUMN``."""
-    table = join_event_id(table)
-    if "event.id" not in table.column_names or "log.offset" not in table.column_names:
-        return table
-    ids = table.column("event.id")
-    parts = pc.extract_regex(ids, _ID_SHAPE)
-    offset_text = pc.cast(table.column("log.offset"), pa.string())
-    same = pc.fill_null(pc.equal(parts.combine_chunks().field("offset"), offset_text), False)
-    prefix = pc.if_else(same, parts.combine_chunks().field("prefix"), pa.scalar(None, pa.string()))
-    stored = pc.if_else(same, pa.scalar(None, ids.type), ids)
-    table = table.set_column(table.column_names.index("event.id"), table.schema.field("event.id"), stored)
-    return table.append_column(pa.field(ID_PREFIX_COLUMN, pa.string()), prefix)
-
-
-def join_event_id(table: pa.Table) -> pa.Table:
-    """The inverse of ``split_event_id``: full ids back in ``event.id``, no prefix column."""
-    if ID_PREFIX_COLUMN not in table.column_names:
-        return table
-    prefix = table.column(ID_PREFIX_COLUMN)
-    table = table.drop_columns([ID_PREFIX_COLUMN])
-    if "event.id" not in table.column_names or "log.offset" not in table.column_names:
-        return table
-    offset_text = pc.cast(table.column("log.offset"), pa.string())
-    composed = pc.binary_join_element_wise(prefix, offset_text, "-")
-    field = table.schema.field("event.id")
-    ids = pc.coalesce(table.column("event.id"), pc.cast(composed, field.type))
-    return table.set_column(table.column_names.index("event.id"), field, ids)
-
-
-def event_id_sql(exclude: Sequence[str] = ()) -> str:
-    """DuckDB select list that recomposes ``event.id`` from a segment's columns (see above);
-    ``exclude``: more columns to leave out (e.g. ``file_row_number``)."""
-    dropped = ", ".join(f'"{c}"' for c in (ID_PREFIX_COLUMN, *exclude))
-    return (
-        f'* EXCLUDE ({dropped}) REPLACE (coalesce("event.id", "{ID_PREFIX_COLUMN}" '
-        """|| '-' || CAST("log.offset" AS VARCHAR)) AS "event.id")"""
-    )
-
 
 def read_segment(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a segment (or some columns of it) with ``event.id`` recomposed."""
+    """Read a segment (or some columns of it) as the pipeline produced the rows (``codec.decode``)."""
     if columns is None:
-        return join_event_id(pq.read_table(path))
-    names = set(pq.read_schema(path).names)
-    wanted = list(columns)
-    if "event.id" in columns and ID_PREFIX_COLUMN in names:
-        wanted += [c for c in ("log.offset", ID_PREFIX_COLUMN) if c not in wanted]
-    return join_event_id(pq.read_table(path, columns=wanted)).select(columns)
+        return decode(pq.read_table(path))
+    wanted = stored_columns(columns, pq.read_schema(path).names)
+    return decode(pq.read_table(path, columns=wanted)).select(columns)
 
 
 # High-cardinality keyword columns hunters look up by equality: a Parquet Bloom filter per row group
@@ -263,13 +208,15 @@ def write_segment(
     bloom_bits_per_key: int = 16,
     text_zstd_level: int | None = None,
     index_block_rows: int = 16_384,
+    encoded: bool = True,
 ) -> tuple[SegmentInfo, TokenIndex]:
     """Sort, write and describe one segment of rows that all fall into ``hour``.
 
     The token index (one filter per ``index_block_rows`` rows in file order) is built in a second
-    thread while the rows are written (numpy and Arrow release the GIL).
+    thread while the rows are written (numpy and Arrow release the GIL). ``encoded``: store the rows
+    in ``codec``'s stored form (else every column as is, for readers other than kubetrail).
     """
-    table = join_event_id(table)
+    table = decode(table)
     keys = [(c, "ascending") for c in sort_by if c in table.column_names]
     if keys:
         table = table.sort_by(keys)
@@ -277,7 +224,7 @@ def write_segment(
         tokens = pool.submit(block_token_hashes, table, index_block_rows)
         segment_id = uuid.uuid4().hex
         rel = f"{partition_dir(hour)}/{segment_id}.parquet"
-        stored = split_event_id(table)
+        stored = encode(table) if encoded else table
         nbytes = write_parquet(stored, root / rel, zstd_level, row_group_rows, text_zstd_level)
         info = segment_info(table, segment_id, rel, hour, nbytes, stored.schema)
         index = build_token_index(tokens.result(), index_block_rows, bits_per_key=bloom_bits_per_key)
