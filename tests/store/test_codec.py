@@ -92,6 +92,11 @@ def test_store_searches_decoded_text(cluster_rows: pa.Table, tmp_path: Path) -> 
     assert CODEC_COLUMN not in hit.column_names and not any(
         MARK in m for m in hit.column("message").to_pylist()
     )
+    streamed = pa.Table.from_batches(list(store.search_batches(f'"{url}"', limit=10**6)))
+    assert streamed.column_names == hit.column_names
+    assert sorted(streamed.column("message").to_pylist()) == sorted(hit.column("message").to_pylist())
+    # an aggregation reads stored columns only; whole events come back decoded
+    assert store.search("* | stats count() by http.request.method", limit=10**6).table.num_rows > 0
     store.close()
 
 
