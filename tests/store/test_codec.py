@@ -176,3 +176,53 @@ def test_rewrites_read_only_columns_no_rewrite_changes() -> None:
     rewritten = {r.column for r in REWRITES}
     assert not rewritten & {c for r in REWRITES for c in r.reads}
     assert all(1 <= r.code <= 15 for r in REWRITES)
+
+
+def test_stored_form_is_stable() -> None:
+    """The stored form is a file format: these bytes must decode the same way forever."""
+    ts = 1_767_270_425_183_975_000  # 2026-01-01T12:27:05.183975Z
+    line = "ts=2026-01-01T12:27:05.183Z level=info msg=done"
+    access = '10.2.0.7 - - [01/Jan/2026:12:27:05 +0000] "GET /cart?id=42 HTTP/1.1" 200 5120 "-" "curl/8.5"'
+    columns = {
+        "@timestamp": [ts] * 3,
+        "message": [access, "alice get pods shop/web -> 200", "done"],
+        "http.request.method": ["GET", None, None],
+        "url.original": ["/cart?id=42", None, None],
+        "source.ip": ["10.2.0.7", None, None],
+        "http.response.status_code": [200, None, None],
+        "http.response.body.bytes": [5120, None, None],
+        "user_agent.original": ["curl/8.5", None, None],
+        "kubernetes.audit.verb": [None, "get", None],
+        "kubernetes.audit.user.username": [None, "alice", None],
+        "kubernetes.audit.objectRef.resource": [None, "pods", None],
+        "kubernetes.audit.objectRef.namespace": [None, "shop", None],
+        "kubernetes.audit.objectRef.name": [None, "web", None],
+        "kubernetes.audit.responseStatus.code": [None, 200, None],
+        "kubernetes.audit.stageTimestamp": [None, ts, None],
+        "attributes": [
+            None,
+            None,
+            '{"ts":"2026-01-01T12:27:05.183Z","level":"info","msg":"done","event.original":'
+            + json.dumps(line)
+            + "}",
+        ],
+    }
+    table = pa.Table.from_batches([conform({k: _array(k, v) for k, v in columns.items()}, 3)])
+    stored = encode(table)
+    assert stored.column("message").to_pylist() == [
+        '\x01D - - [\x01C] "\x01G \x01B HTTP/1.1" \x01F \x01E "-" "\x01A"',
+        "\x01A \x01F \x01E \x01C/\x01B -> \x01G",
+        "done",
+    ]
+    assert stored.column("attributes").to_pylist() == [None, None, "ts=\x01M level=info msg=done"]
+    assert stored.column("kubernetes.audit.stageTimestamp").to_pylist() == [None, None, None]
+    assert stored.column(CODEC_COLUMN).to_pylist() == [1, 2 | 1 << 8, 1 << 4]
+    assert decode(stored).equals(table)
+
+
+def test_the_logfmt_decoder_matches_the_parser() -> None:
+    """The codec keeps its own copy of the pattern; when the parser's changes, add a new rewrite."""
+    from kubetrail.formats import payload
+    from kubetrail.store import codec
+
+    assert codec.LOGFMT_PAIR == payload.LOGFMT_PAIR

@@ -35,8 +35,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kubetrail.formats.payload import LOGFMT_PAIR
-
 __all__ = [
     "CODEC_COLUMN",
     "ID_PREFIX_COLUMN",
@@ -170,6 +168,10 @@ _AUDIT = (  # the audit summary "<user> <verb> <resource> <namespace>/<name> -> 
 _TIMES = (_ISO_US, _ISO_MS)
 
 # logfmt (formats.payload): attributes = the pairs as a JSON object + "event.original": the line.
+# A copy of the parser's pattern, not a reference to it: segments written today must decode the
+# same way after the parser changes (the writer's round-trip check then keeps the rewrite only
+# where this pattern still reproduces the parser; a test says when they differ).
+LOGFMT_PAIR = r'([A-Za-z_][\w.\-/@]*)=(?:"((?:[^"\\]|\\.)*)"|([^ "\\=]*))(?: +|$)'
 _ORIGINAL_KEY = ',"event.original":'
 
 
@@ -203,6 +205,9 @@ REWRITES: tuple[Rewrite, ...] = (
         ("@timestamp",),
     ),
 )
+# The stored form is a file format: a rewrite's key letters, codes and SQL must never change meaning
+# (segments already written decode with them). A different rewrite gets a new code; a different
+# layout needs a new CODEC_COLUMN name. ``tests/store/test_codec.py`` pins the stored bytes.
 _SHIFT = {column: 4 * i for i, column in enumerate(dict.fromkeys(r.column for r in REWRITES))}
 REWRITTEN_COLUMNS = frozenset(_SHIFT)
 assert not REWRITTEN_COLUMNS & {c for r in REWRITES for c in r.reads}, "a rewrite reads a rewritten column"
