@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from kubetrail.formats.kernels import cast_or_bisect, first_bytes, from_np, scatter, slice_ranges, to_np
 
-__all__ = ["LEVELS", "LOGFMT_PAIR", "PAYLOAD_KINDS", "extract_payload", "logfmt_to_json", "normalize_level"]
+__all__ = ["LEVELS", "PAYLOAD_KINDS", "extract_payload", "logfmt_to_json", "normalize_level"]
 
 PAYLOAD_KINDS = frozenset({"json", "logfmt", "access", "plain"})
 
@@ -55,7 +55,7 @@ _LEVEL_VALUES = pa.array(list(LEVELS.values()), pa.string())
 _KEY = r"[A-Za-z_][\w.\-/@]*"
 _VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^ "\\=]*)'
 LOGFMT_LINE = rf"^{_KEY}={_VALUE}(?: +{_KEY}={_VALUE})* *$"
-LOGFMT_PAIR = rf'({_KEY})=(?:"((?:[^"\\]|\\.)*)"|([^ "\\=]*))(?: +|$)'
+_LOGFMT_PAIR = rf'({_KEY})=(?:"((?:[^"\\]|\\.)*)"|([^ "\\=]*))(?: +|$)'
 ACCESS_PREFIX = r'^[0-9A-Fa-f.:]+ \S+ \S+ \[[^\]]+\] "'
 _PLAIN_LEVEL = (
     r"(?:^(?P<klog>[IWEF])\d{4} \d\d:\d\d)|\b(?P<word>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|"
@@ -139,7 +139,7 @@ def normalize_level(raw: pa.Array) -> pa.Array:
 
 def logfmt_to_json(lines: pa.Array) -> pa.Array:
     """logfmt lines (already known to be whole lines of pairs) -> JSON objects with string values."""
-    pairs = pc.replace_substring_regex(lines, LOGFMT_PAIR, r'"\1":"\2\3",')
+    pairs = pc.replace_substring_regex(lines, _LOGFMT_PAIR, r'"\1":"\2\3",')
     return pc.binary_join_element_wise("{", pc.utf8_rtrim(pairs, characters=","), "}", "")
 
 

@@ -1,17 +1,16 @@
 """The stored form of segment rows: text that other columns of the same row already hold is kept once.
 
 A parser keeps the line it parsed and also the fields it found in it: an access-log ``message`` holds
-``url.original``, ``user_agent.original``, the client address and the time; a logfmt line is kept
-as ``event.original`` next to the same pairs as JSON; an audit event's ``stageTimestamp`` is its
-``@timestamp``. Segments store each such value once, and every read path gives the rows back as the
-pipeline produced them (measured on the simulator corpus: -16 % bytes; see ``docs/store.md``):
+``url.original``, ``user_agent.original``, the client address and the time; an app's JSON line
+often holds the runtime's timestamp; an audit event's summary ``message`` is made of its user, verb
+and object, and its ``stageTimestamp`` is its ``@timestamp``. Segments store each such value once,
+and every read path gives the rows back as the pipeline produced them (measured on the simulator
+corpus: -20 % bytes; see ``docs/store.md``):
 
 * ``event.id`` of a tailed line (``<file prefix>-<log.offset>``) is stored as the prefix
   (``_kt.event_id_prefix``) and a null id (``split_event_id`` / ``join_event_id``);
 * ``message`` and ``attributes`` may hold *references*: ``\\x01`` + a key letter stands for the
   text of another column of the row (``Reference``), e.g. ``\\x01B`` for ``url.original``;
-* ``attributes`` of a logfmt line is stored as the line alone; the JSON pairs are derived from it
-  again with the parser's own regular expression;
 * ``kubernetes.audit.stageTimestamp`` equal to ``@timestamp`` is stored as null.
 
 A rewrite applies to a row only where decoding the stored value gives the original back, which is
@@ -167,35 +166,11 @@ _AUDIT = (  # the audit summary "<user> <verb> <resource> <namespace>/<name> -> 
 )
 _TIMES = (_ISO_US, _ISO_MS)
 
-# logfmt (formats.payload): attributes = the pairs as a JSON object + "event.original": the line.
-# A copy of the parser's pattern, not a reference to it: segments written today must decode the
-# same way after the parser changes (the writer's round-trip check then keeps the rewrite only
-# where this pattern still reproduces the parser; a test says when they differ).
-LOGFMT_PAIR = r'([A-Za-z_][\w.\-/@]*)=(?:"((?:[^"\\]|\\.)*)"|([^ "\\=]*))(?: +|$)'
-_ORIGINAL_KEY = ',"event.original":'
-
-
-def _logfmt_attributes(line: str) -> str:
-    pairs = f"""regexp_replace({line}, {_lit(LOGFMT_PAIR)}, '"\\1":"\\2\\3",', 'g')"""
-    obj = f"'{{' || rtrim({pairs}, ',') || '}}'"
-    return f"rtrim({obj}, '}}') || {_lit(_ORIGINAL_KEY)} || CAST(to_json({line}) AS VARCHAR) || '}}'"
-
-
-_LOGFMT_ORIGINAL = """try(json_extract_string({v}, '$."event.original"'))"""  # try: not all JSON
-
 REWRITES: tuple[Rewrite, ...] = (
     _references("message", 1, '"http.request.method" IS NOT NULL', _ACCESS),
     _references("message", 2, '"kubernetes.audit.verb" IS NOT NULL', _AUDIT),
     _references("message", 3, "TRUE", _TIMES),
-    Rewrite(
-        "attributes",
-        1,
-        f"contains({{v}}, {_lit(_ORIGINAL_KEY)})",
-        encode_references(_LOGFMT_ORIGINAL, _TIMES),
-        _logfmt_attributes(decode_references("{v}", _TIMES)),
-        ("@timestamp",),
-    ),
-    _references("attributes", 2, "TRUE", _TIMES),
+    _references("attributes", 1, "TRUE", _TIMES),
     Rewrite(
         "kubernetes.audit.stageTimestamp",
         1,
