@@ -45,8 +45,8 @@ __all__ = [
     "decode",
     "decode_sql",
     "encode",
-    "event_id_sql",
     "join_event_id",
+    "query_reads",
     "split_event_id",
     "stored_columns",
 ]
@@ -102,7 +102,7 @@ def _time(key: str, fmt: str) -> Reference:
 _MIN_REFERENCE = 3
 
 
-def encode_references(value: str, refs: Sequence[Reference]) -> str:
+def _encode_references(value: str, refs: Sequence[Reference]) -> str:
     """SQL replacing every occurrence of each reference's value (longest first: list order)."""
     out = value
     fallback = _lit(MARK + MARK)  # replacing "\x01\x01": a no-op unless the text has it (then refused)
@@ -112,7 +112,7 @@ def encode_references(value: str, refs: Sequence[Reference]) -> str:
     return out
 
 
-def decode_references(value: str, refs: Sequence[Reference]) -> str:
+def _decode_references(value: str, refs: Sequence[Reference]) -> str:
     out = value
     for ref in reversed(refs):
         out = f"replace({out}, {_lit(MARK + ref.key)}, coalesce({ref.sql}, ''))"
@@ -141,7 +141,8 @@ class Rewrite:
 
 def _references(column: str, code: int, when: str, refs: Sequence[Reference]) -> Rewrite:
     reads = tuple(dict.fromkeys(c for ref in refs for c in ref.reads))
-    return Rewrite(column, code, when, encode_references("{v}", refs), decode_references("{v}", refs), reads)
+    encode, decode = _encode_references("{v}", refs), _decode_references("{v}", refs)
+    return Rewrite(column, code, when, encode, decode, reads)
 
 
 _ISO_US = _time("U", "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -267,9 +268,15 @@ def decode_sql(names: Iterable[str], exclude: Sequence[str] = (), only: Collecti
     return select
 
 
-def event_id_sql(exclude: Sequence[str] = ()) -> str:
-    """``decode_sql`` for a segment that stores ``event.id`` split and nothing else rewritten."""
-    return decode_sql(("event.id", "log.offset", ID_PREFIX_COLUMN), exclude)
+def query_reads(query: object, sql: str) -> frozenset[str] | None:
+    """The rewritten columns a compiled hunting query reads in its conditions, groupings or named
+    outputs, which its scans must decode (``decode_sql(only=...)``); None when unknown (a
+    ``where=`` string): all. Whole-event output is decoded after the query (``decode``)."""
+    used = getattr(query, "columns_used", None)
+    if used is None:
+        return None
+    named = {c for c in REWRITTEN_COLUMNS if _q(c) in sql}  # the compiler quotes every column
+    return REWRITTEN_COLUMNS & (set(used) | set(getattr(query, "output_columns", None) or ()) | named)
 
 
 def stored_columns(columns: Iterable[str], names: Iterable[str]) -> list[str]:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from kubetrail.errors import QueryError, StorageError
 from kubetrail.schema import SCHEMA
 from kubetrail.store.catalog import Catalog, SegmentInfo
-from kubetrail.store.codec import REWRITTEN_COLUMNS
+from kubetrail.store.codec import query_reads
 from kubetrail.store.config import StoreConfig
 from kubetrail.store.dedup import SeenSets, first_occurrences, ids_hashes
 from kubetrail.store.engine import QueryRun, ScanSet, prune_segments, sql_literal
@@ -205,14 +205,8 @@ class Store:
 
         ``merged``: a compaction or retention rewrite, written with the compaction zstd levels."""
         cfg = self.config
-        level, text_level = (
-            (cfg.compaction.zstd_level, cfg.compaction.text_zstd_level)
-            if merged
-            else (
-                cfg.zstd_level,
-                None,
-            )
-        )
+        merge = cfg.compaction
+        level, text_level = (merge.zstd_level, merge.text_zstd_level) if merged else (cfg.zstd_level, None)
         try:
             info, index = write_segment(
                 table,
@@ -396,7 +390,7 @@ class Store:
         since, until = self.time_range(query, since, until)
         all_needles = [*compiled_needles, *needles]
         scan = self.scan_set(since, until, all_needles, include_archive, prune=prune, namespaces=namespaces)
-        run = self.open_query(scan, decoded=read_columns(query, sql))
+        run = self.open_query(scan, decoded=query_reads(query, sql))
         inline = text is not None and not params
         if text is not None and inline:
             sql = self.compile_text(text, relation=run.inline_relation(), limit=run.cap(limit) + 1).sql
@@ -543,17 +537,6 @@ class Store:
 
 _SHARED: dict[Path, Store] = {}
 _SHARED_LOCK = threading.Lock()
-
-
-def read_columns(query: object, sql: str) -> frozenset[str] | None:
-    """The stored-form columns (``codec.REWRITTEN_COLUMNS``) a compiled hunting query reads in its
-    conditions, groupings or named outputs, which the scans must decode; None when unknown
-    (a ``where=`` string): all. Whole-event output is decoded after the query."""
-    used = getattr(query, "columns_used", None)
-    if used is None:
-        return None
-    named = {c for c in REWRITTEN_COLUMNS if f'"{c}"' in sql}  # the compiler quotes every column
-    return REWRITTEN_COLUMNS & (set(used) | set(getattr(query, "output_columns", None) or ()) | named)
 
 
 def open_shared(path: str | Path, config: StoreConfig | None = None) -> Store:
