@@ -132,6 +132,9 @@ class Rewrite:
     decode: str
     reads: tuple[str, ...]
 
+    def when_sql(self, value: str) -> str:
+        return self.when.replace("{v}", value)
+
     def encode_sql(self, value: str) -> str:
         return self.encode.replace("{v}", value)
 
@@ -251,8 +254,8 @@ def decode_sql(names: Iterable[str], exclude: Sequence[str] = (), only: Collecti
     have = list(names)
     rewrites = _usable(have) if CODEC_COLUMN in have else []
     now = [r for r in rewrites if only is None or r.column in only]
-    later = [r for r in rewrites if r not in now]
-    storage = [c for c in STORAGE_COLUMNS if c in have and not (c == CODEC_COLUMN and later)]
+    keep_codec = len(now) < len(rewrites)  # some columns are decoded on the result
+    storage = [c for c in STORAGE_COLUMNS if c in have and not (c == CODEC_COLUMN and keep_codec)]
     dropped = [*storage, *(c for c in exclude if c not in storage)]
     replaced: list[str] = []
     if ID_PREFIX_COLUMN in have and "event.id" in have and "log.offset" in have:
@@ -289,7 +292,7 @@ def stored_columns(columns: Iterable[str], names: Iterable[str]) -> list[str]:
         rewrites = [r for r in _usable(have) if r.column in wanted]
         if rewrites:
             wanted += [CODEC_COLUMN, *(c for r in rewrites for c in r.reads)]
-    return [c for c in dict.fromkeys(wanted)]
+    return list(dict.fromkeys(wanted))
 
 
 # --- Arrow ------------------------------------------------------------------------------------
@@ -317,6 +320,14 @@ def _run(sql: str, kt_codec_rows: pa.Table) -> pa.Table:
     return out
 
 
+def _set_columns(table: pa.Table, out: pa.Table, columns: Iterable[str]) -> pa.Table:
+    """``table`` with ``columns`` replaced by ``out``'s, cast back to ``table``'s types."""
+    for column in columns:
+        field = table.schema.field(column)
+        table = table.set_column(table.column_names.index(column), field, out.column(column).cast(field.type))
+    return table
+
+
 def _needed(table: pa.Table, rewrites: Sequence[Rewrite]) -> pa.Table:
     wanted = dict.fromkeys([*(r.column for r in rewrites), *(c for r in rewrites for c in r.reads)])
     return table.select([c for c in wanted if c in table.column_names])
@@ -329,13 +340,13 @@ def _encode_query(names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     tried = []
     for i, r in enumerate(rewrites):
         value = _q(r.column)
-        tried.append(f"CASE WHEN {r.when.replace('{v}', value)} THEN {r.encode_sql(value)} END AS e{i}")
+        tried.append(f"CASE WHEN {r.when_sql(value)} THEN {r.encode_sql(value)} END AS e{i}")
     codes, stored = [], []
     for column in columns:
         value = _q(column)
         ok = [(i, r) for i, r in enumerate(rewrites) if r.column == column]
         checks = " ".join(
-            f"WHEN {r.when.replace('{v}', value)} AND e{i} IS DISTINCT FROM {value} "
+            f"WHEN {r.when_sql(value)} AND e{i} IS DISTINCT FROM {value} "
             f"AND {r.decode_sql(f'e{i}')} IS NOT DISTINCT FROM {value} THEN {r.code}"
             for i, r in ok
         )
@@ -356,11 +367,10 @@ def encode(table: pa.Table) -> pa.Table:
     rewrites = _usable(table.column_names)
     if not rewrites or table.num_rows == 0:
         return table
-    sql, columns = _encode_query(tuple(_needed(table, rewrites).column_names))
-    out = _run(sql, _needed(table, rewrites))
-    for column in columns:
-        field = table.schema.field(column)
-        table = table.set_column(table.column_names.index(column), field, out.column(column).cast(field.type))
+    rows = _needed(table, rewrites)
+    sql, columns = _encode_query(tuple(rows.column_names))
+    out = _run(sql, rows)
+    table = _set_columns(table, out, columns)
     return table.append_column(pa.field(CODEC_COLUMN, pa.int32()), out.column(CODEC_COLUMN))
 
 
@@ -380,11 +390,6 @@ def decode(table: pa.Table) -> pa.Table:
             columns = list(dict.fromkeys(r.column for r in present))
             needed = table.select(list(dict.fromkeys([CODEC_COLUMN, *_needed(table, present).column_names])))
             select = ", ".join(f"{_decoded(c, present)} AS {_q(c)}" for c in columns)
-            out = _run(f"SELECT {select} FROM kt_codec_rows", needed)
-            for column in columns:
-                field = table.schema.field(column)
-                table = table.set_column(
-                    table.column_names.index(column), field, out.column(column).cast(field.type)
-                )
+            table = _set_columns(table, _run(f"SELECT {select} FROM kt_codec_rows", needed), columns)
         table = table.drop_columns([CODEC_COLUMN])
     return join_event_id(table)
